@@ -1,0 +1,28 @@
+"""Audit options: what a user may ask of one audit, validated the same way by the API and the CLI."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+LossName = Literal["auto", "sum", "mse", "cross_entropy"]
+
+
+class AuditOptions(BaseModel):
+    """Options of one audit; every field has a default so `{}` is a valid request."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_shapes: dict[str, list[int]] = Field(default_factory=dict)
+    batch_size: int = Field(default=8, ge=1, le=4096)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    loss: LossName = "auto"
+
+    @field_validator("input_shapes")
+    @classmethod
+    def _positive_dims(cls, shapes: dict[str, list[int]]) -> dict[str, list[int]]:
+        for name, dims in shapes.items():
+            if not dims or any(d < 1 for d in dims):
+                raise ValueError(f"input_shapes[{name!r}] must be a non-empty list of positive integers")
+        return shapes

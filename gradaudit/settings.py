@@ -1,0 +1,89 @@
+"""Settings: every environment variable gradaudit reads, read here and nowhere else."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+# Environment variable -> settings field. The README's configuration table mirrors this.
+ENVIRONMENT_VARIABLES = {
+    "GRADAUDIT_ENV": "env",
+    "GRADAUDIT_DATA_DIR": "data_dir",
+    "DATABASE_URL": "database_url",
+    "CELERY_BROKER_URL": "broker_url",
+    "GRADAUDIT_ARTIFACT_DIR": "artifact_dir",
+    "GRADAUDIT_MAX_UPLOAD_MB": "max_upload_mb",
+    "GRADAUDIT_SOFT_TIME_LIMIT_S": "soft_time_limit_s",
+    "GRADAUDIT_HARD_TIME_LIMIT_S": "hard_time_limit_s",
+    "GRADAUDIT_MAX_ATTEMPTS": "max_attempts",
+    "GRADAUDIT_HEARTBEAT_S": "heartbeat_s",
+    "GRADAUDIT_STALE_AFTER_S": "stale_after_s",
+    "GRADAUDIT_DEVICE": "device",
+}
+
+
+class Settings(BaseModel):
+    """The whole configuration of one gradaudit process."""
+
+    model_config = {"frozen": True}
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Path("gradaudit-data")
+    database_url: str | None = None
+    broker_url: str | None = None
+    artifact_dir: Path | None = None
+    max_upload_mb: int = Field(default=512, gt=0)
+    soft_time_limit_s: int = Field(default=900, gt=0)
+    hard_time_limit_s: int = Field(default=960, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    heartbeat_s: float = Field(default=5.0, gt=0)
+    stale_after_s: float = Field(default=30.0, gt=0)
+    device: str = "auto"
+
+    @model_validator(mode="after")
+    def _check(self) -> "Settings":
+        if self.hard_time_limit_s <= self.soft_time_limit_s:
+            raise ValueError("GRADAUDIT_HARD_TIME_LIMIT_S must exceed GRADAUDIT_SOFT_TIME_LIMIT_S")
+        if self.stale_after_s <= 2 * self.heartbeat_s:
+            raise ValueError("GRADAUDIT_STALE_AFTER_S must exceed twice GRADAUDIT_HEARTBEAT_S")
+        if self.env == "production":
+            # Outside development, a forgotten variable must not silently fall back to SQLite
+            # in a container's ephemeral filesystem or to no broker at all.
+            for name, value in (("DATABASE_URL", self.database_url), ("CELERY_BROKER_URL", self.broker_url)):
+                if not value:
+                    raise ValueError(f"{name} must be set when GRADAUDIT_ENV=production")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'gradaudit.db').resolve()}"
+
+    @property
+    def artifacts_path(self) -> Path:
+        """The folder uploads are stored in, keyed by sha256."""
+        return self.artifact_dir or self.data_dir / "artifacts"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """The largest accepted request body."""
+        return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        """How long Redis keeps an unacked message before restoring it: past the hard limit."""
+        return self.hard_time_limit_s + 60
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides) -> Settings:
+    """Build settings from an environment mapping (default: the process environment)."""
+    environ = os.environ if environ is None else environ
+    values = {field: environ[name] for name, field in ENVIRONMENT_VARIABLES.items() if environ.get(name)}
+    values.update(overrides)
+    return Settings(**values)
