@@ -1,0 +1,94 @@
+"""Tell an ONNX file from a TorchScript archive by content alone, without torch or onnx.
+
+Both checks read a few kilobytes: the API runs them on every upload, and a pickled
+`torch.save` checkpoint must be refused before anything could unpickle it.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from typing import BinaryIO, Literal
+
+NetworkFormat = Literal["onnx", "torchscript"]
+
+# ModelProto field number -> protobuf wire type (0 varint, 2 length-delimited), from onnx.proto.
+_MODEL_PROTO_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
+_IR_VERSION, _GRAPH = 1, 7
+_MAX_FIELDS = 64
+
+
+class UnsupportedFormat(ValueError):
+    """The content is neither an ONNX network nor a TorchScript archive."""
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
+
+
+def sniff_format(stream: BinaryIO) -> NetworkFormat:
+    """Return the format of a seekable binary stream, or raise UnsupportedFormat saying why."""
+    stream.seek(0)
+    head = stream.read(4)
+    stream.seek(0)
+    if head.startswith(b"PK"):
+        return _sniff_zip(stream)
+    if head[:1] == b"\x80":
+        raise UnsupportedFormat(
+            "this is a pickled checkpoint (torch.save); pickles are never loaded. "
+            "Export the network with torch.jit.save or torch.onnx.export."
+        )
+    if _looks_like_model_proto(stream):
+        return "onnx"
+    raise UnsupportedFormat("expected an ONNX file (ModelProto) or a TorchScript archive (torch.jit.save)")
+
+
+def _sniff_zip(stream: BinaryIO) -> NetworkFormat:
+    try:
+        names = zipfile.ZipFile(stream).namelist()
+    except zipfile.BadZipFile as exc:
+        raise UnsupportedFormat("a damaged zip archive; expected a TorchScript archive") from exc
+    finally:
+        stream.seek(0)
+    # torch.jit.save writes the network's Python source under <root>/code/; torch.save does not.
+    if any("/code/" in name for name in names) and any(name.endswith("/data.pkl") for name in names):
+        return "torchscript"
+    if any(name.endswith("/data.pkl") for name in names):
+        raise UnsupportedFormat(
+            "this is a torch.save checkpoint, not a TorchScript archive; pickles are never loaded. "
+            "Export the network with torch.jit.save or torch.onnx.export."
+        )
+    raise UnsupportedFormat("a zip archive that is not a TorchScript archive")
+
+
+def _looks_like_model_proto(stream: BinaryIO) -> bool:
+    """Walk the top-level protobuf fields, skipping payloads, until an ir_version and a graph are seen."""
+    seen: set[int] = set()
+    for _ in range(_MAX_FIELDS):
+        key = _read_varint(stream)
+        if key is None:
+            break
+        number, wire_type = key >> 3, key & 7
+        if _MODEL_PROTO_FIELDS.get(number) != wire_type:
+            return False
+        value = _read_varint(stream)
+        if value is None:
+            return False
+        if wire_type == 2:
+            stream.seek(value, 1)
+        seen.add(number)
+        if {_IR_VERSION, _GRAPH} <= seen:
+            break
+    stream.seek(0)
+    return {_IR_VERSION, _GRAPH} <= seen
+
+
+def _read_varint(stream: BinaryIO) -> int | None:
+    result = 0
+    for shift in range(0, 64, 7):
+        byte = stream.read(1)
+        if not byte:
+            return None
+        result |= (byte[0] & 0x7F) << shift
+        if not byte[0] & 0x80:
+            return result
+    return None
