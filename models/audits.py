@@ -1,0 +1,171 @@
+"""Reading and writing audits. Every function takes the session as `db_session=`, so a request
+and a worker task call the same code. Status changes are guarded UPDATEs: a redelivered or
+duplicated task cannot move an audit backwards or run it twice at once."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from models.tables import Audit, AuditStatus, LayerStat, utcnow
+
+QUEUED, RUNNING = AuditStatus.QUEUED.value, AuditStatus.RUNNING.value
+SUCCEEDED, FAILED = AuditStatus.SUCCEEDED.value, AuditStatus.FAILED.value
+WORKER_LOST = "worker_lost"
+
+
+class Claim(str, enum.Enum):
+    """What a worker may do with an audit it was handed."""
+
+    CLAIMED = "claimed"  # run it
+    BUSY = "busy"  # another live worker runs it: drop this delivery
+    FINISHED = "finished"  # already succeeded or failed: drop this delivery
+    EXHAUSTED = "exhausted"  # too many workers died on it: now failed with worker_lost
+    MISSING = "missing"  # no such audit
+
+
+def create_audit(*, db_session: Session, **fields: Any) -> Audit:
+    """Insert a queued audit and commit it."""
+    audit = Audit(status=QUEUED, **fields)
+    db_session.add(audit)
+    db_session.commit()
+    return audit
+
+
+def get_audit(*, db_session: Session, audit_id: str) -> Audit | None:
+    """The audit with this id, or None."""
+    return db_session.get(Audit, audit_id)
+
+
+def list_audits(*, db_session: Session, limit: int, offset: int) -> tuple[list[Audit], int]:
+    """One page of audits, newest first, and the total count."""
+    total = db_session.scalar(select(func.count()).select_from(Audit))
+    page = db_session.scalars(
+        select(Audit).order_by(Audit.created_at.desc(), Audit.id.desc()).limit(limit).offset(offset)
+    )
+    return list(page), total
+
+
+def list_layers(*, db_session: Session, audit_id: str) -> list[LayerStat]:
+    """The stored per-layer statistics of an audit, input side first."""
+    query = select(LayerStat).where(LayerStat.audit_id == audit_id).order_by(LayerStat.depth, LayerStat.id)
+    return list(db_session.scalars(query))
+
+
+def mark_enqueued(*, db_session: Session, audit_id: str) -> None:
+    """Record that the audit's task reached the broker."""
+    db_session.execute(update(Audit).where(Audit.id == audit_id).values(enqueued_at=utcnow()))
+    db_session.commit()
+
+
+def claim_audit(
+    *,
+    db_session: Session,
+    audit_id: str,
+    worker_id: str,
+    stale_after: timedelta,
+    max_attempts: int,
+    owner_is_dead: Callable[[str], bool],
+) -> Claim:
+    """Take an audit for this worker: a queued one, or a running one whose worker is gone."""
+    audit = get_audit(db_session=db_session, audit_id=audit_id)
+    if audit is None:
+        return Claim.MISSING
+    if audit.status in (SUCCEEDED, FAILED):
+        return Claim.FINISHED
+    now = utcnow()
+    if audit.status == RUNNING and not _is_abandoned(audit, now - stale_after, owner_is_dead):
+        return Claim.BUSY
+    if audit.attempts >= max_attempts:
+        detail = f"the worker process died {audit.attempts} times running this audit (out of memory?)"
+        return Claim.EXHAUSTED if _fail_abandoned(db_session, audit, detail) else Claim.BUSY
+    return Claim.CLAIMED if _take(db_session, audit, worker_id, now) else Claim.BUSY
+
+
+def _is_abandoned(audit: Audit, stale_before: datetime, owner_is_dead: Callable[[str], bool]) -> bool:
+    return _aware(audit.heartbeat_at) < stale_before or owner_is_dead(audit.claimed_by or "")
+
+
+def _aware(moment: datetime | None) -> datetime:
+    """SQLite hands back naive datetimes; they were written in UTC."""
+    if moment is None:
+        return datetime.min.replace(tzinfo=utcnow().tzinfo)
+    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
+
+
+def _same_state(audit: Audit):
+    """The guard of a compare-and-set: the row is still exactly as this worker read it."""
+    return and_(Audit.id == audit.id, Audit.status == audit.status, Audit.attempts == audit.attempts)
+
+
+def _take(db_session: Session, audit: Audit, worker_id: str, now: datetime) -> bool:
+    values = dict(status=RUNNING, attempts=audit.attempts + 1, claimed_by=worker_id, heartbeat_at=now)
+    if audit.started_at is None:
+        values["started_at"] = now
+    return _compare_and_set(db_session, _same_state(audit), values)
+
+
+def _fail_abandoned(db_session: Session, audit: Audit, detail: str) -> bool:
+    values = dict(status=FAILED, error_code=WORKER_LOST, error_detail=detail, finished_at=utcnow())
+    return _compare_and_set(db_session, _same_state(audit), values)
+
+
+def _compare_and_set(db_session: Session, guard, values: dict[str, Any]) -> bool:
+    result = db_session.execute(update(Audit).where(guard).values(**values))
+    db_session.commit()
+    return result.rowcount == 1
+
+
+def _owned_by(audit_id: str, worker_id: str):
+    return and_(Audit.id == audit_id, Audit.status == RUNNING, Audit.claimed_by == worker_id)
+
+
+def beat(*, db_session: Session, audit_id: str, worker_id: str) -> bool:
+    """Refresh the heartbeat of an audit this worker runs; False once it is no longer ours."""
+    return _compare_and_set(db_session, _owned_by(audit_id, worker_id), dict(heartbeat_at=utcnow()))
+
+
+def succeed_audit(
+    *, db_session: Session, audit_id: str, worker_id: str, result: dict[str, Any], layers: Iterable[dict[str, Any]]
+) -> bool:
+    """Store a finished audit's report and layer rows, if this worker still owns it."""
+    values = dict(
+        status=SUCCEEDED,
+        finished_at=utcnow(),
+        network_parameters=result["network"]["parameters"],
+        network_layers=result["network"]["layers"],
+        setup=result["setup"],
+        findings=result["findings"],
+        verdict=result["verdict"],
+    )
+    updated = db_session.execute(update(Audit).where(_owned_by(audit_id, worker_id)).values(**values))
+    if updated.rowcount != 1:
+        db_session.rollback()
+        return False
+    db_session.add_all(LayerStat(audit_id=audit_id, **layer) for layer in layers)
+    db_session.commit()
+    return True
+
+
+def fail_audit(*, db_session: Session, audit_id: str, code: str, detail: str, worker_id: str | None = None) -> bool:
+    """Mark an unfinished audit failed with a stable code; with worker_id, only if that worker owns it."""
+    guard = (
+        _owned_by(audit_id, worker_id)
+        if worker_id
+        else and_(Audit.id == audit_id, Audit.status.in_((QUEUED, RUNNING)))
+    )
+    values = dict(status=FAILED, error_code=code, error_detail=detail, finished_at=utcnow())
+    return _compare_and_set(db_session, guard, values)
+
+
+def find_stale_audits(*, db_session: Session, stale_after: timedelta, unsent_after: timedelta) -> list[str]:
+    """Audits that need their task sent again: running with a silent worker, or never enqueued."""
+    now = utcnow()
+    silent = and_(Audit.status == RUNNING, or_(Audit.heartbeat_at.is_(None), Audit.heartbeat_at < now - stale_after))
+    unsent = and_(Audit.status == QUEUED, Audit.enqueued_at.is_(None), Audit.created_at < now - unsent_after)
+    return list(db_session.scalars(select(Audit.id).where(or_(silent, unsent))))
