@@ -166,6 +166,7 @@ def fail_audit(*, db_session: Session, audit_id: str, code: str, detail: str, wo
 def find_stale_audits(*, db_session: Session, stale_after: timedelta, unsent_after: timedelta) -> list[str]:
     """Audits that need their task sent again: running with a silent worker, or never enqueued."""
     now = utcnow()
-    silent = and_(Audit.status == RUNNING, or_(Audit.heartbeat_at.is_(None), Audit.heartbeat_at < now - stale_after))
+    not_resent_lately = or_(Audit.enqueued_at.is_(None), Audit.enqueued_at < now - stale_after)
+    silent = and_(Audit.status == RUNNING, Audit.heartbeat_at < now - stale_after, not_resent_lately)
     unsent = and_(Audit.status == QUEUED, Audit.enqueued_at.is_(None), Audit.created_at < now - unsent_after)
     return list(db_session.scalars(select(Audit.id).where(or_(silent, unsent))))

@@ -1,0 +1,174 @@
+"""/v1/audits: submit an artifact, poll its audit, read the report and the per-layer rows."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, request, url_for
+from pydantic import ValidationError
+from werkzeug.datastructures import FileStorage
+
+from api import services
+from api.problems import Problem
+from api.views import audit_json, failure_problem, page_json
+from gradaudit.artifacts import ArtifactTooLarge
+from gradaudit.formats import UnsupportedFormat, sniff_format
+from gradaudit.options import AuditOptions
+from gradaudit.queue import send_audit
+from gradaudit.report import build_report
+from models import audits as audit_rows
+from models.audits import SUCCEEDED
+
+audits = Blueprint("audits", __name__, url_prefix="/v1/audits")
+log = logging.getLogger(__name__)
+
+MAX_PAGE = 100
+
+
+@audits.post("")
+def submit_audit():
+    """Store the upload, record a queued audit, send its task: 202 with the audit."""
+    upload = _required_upload()
+    network_format = _sniffed_format(upload)
+    options = _parsed_options()
+    inputs_sha256 = _stored_inputs()
+    artifact = _store(upload)
+    with services().sessions() as db_session:
+        audit = audit_rows.create_audit(
+            db_session=db_session, artifact_sha256=artifact.sha256, artifact_format=network_format,
+            artifact_size=artifact.size, filename=(upload.filename or None), inputs_sha256=inputs_sha256,
+            options=options.model_dump(),
+        )
+        _enqueue(db_session, audit.id)
+        db_session.refresh(audit)
+        return audit_json(audit), 202, {"Location": url_for("audits.get_audit", audit_id=audit.id)}
+
+
+@audits.get("")
+def list_audits():
+    """A page of audits, newest first."""
+    limit, offset = _page_arguments()
+    with services().sessions() as db_session:
+        page, total = audit_rows.list_audits(db_session=db_session, limit=limit, offset=offset)
+        return page_json(page, total=total, limit=limit, offset=offset)
+
+
+@audits.get("/<audit_id>")
+def get_audit(audit_id: str):
+    """The audit's status, timestamps and, on failure, its error."""
+    with services().sessions() as db_session:
+        return audit_json(_existing(db_session, audit_id))
+
+
+@audits.get("/<audit_id>/report")
+def get_report(audit_id: str):
+    """The report of a succeeded audit; 409 while it is still queued or running."""
+    with services().sessions() as db_session:
+        audit = _finished(db_session, audit_id)
+        layers = audit_rows.list_layers(db_session=db_session, audit_id=audit_id)
+        network = {"format": audit.artifact_format, "sha256": audit.artifact_sha256,
+                   "parameters": audit.network_parameters, "layers": audit.network_layers}
+        return build_report(audit_id=audit.id, network=network, setup=audit.setup,
+                            layers=[layer.as_dict() for layer in layers],
+                            findings=audit.findings, verdict=audit.verdict)
+
+
+@audits.get("/<audit_id>/layers")
+def get_layers(audit_id: str):
+    """The stored per-layer statistics of a succeeded audit."""
+    with services().sessions() as db_session:
+        _finished(db_session, audit_id)
+        layers = audit_rows.list_layers(db_session=db_session, audit_id=audit_id)
+        return {"id": audit_id, "layers": [layer.as_dict() for layer in layers]}
+
+
+def _existing(db_session, audit_id: str):
+    audit = audit_rows.get_audit(db_session=db_session, audit_id=audit_id)
+    if audit is None:
+        raise Problem(404, "audit_not_found", "No such audit", f"there is no audit with id {audit_id!r}")
+    return audit
+
+
+def _finished(db_session, audit_id: str):
+    audit = _existing(db_session, audit_id)
+    if audit.status == SUCCEEDED:
+        return audit
+    if audit.error_code:
+        raise failure_problem(audit)
+    raise Problem(409, "audit_not_finished", "The audit has not finished",
+                  f"the audit is {audit.status}; poll {url_for('audits.get_audit', audit_id=audit_id)}",
+                  audit_status=audit.status)
+
+
+def _required_upload() -> FileStorage:
+    upload = request.files.get("model")
+    if upload is None:
+        raise Problem(400, "missing_model", "No network uploaded",
+                      "send the ONNX or TorchScript file as the multipart field 'model'")
+    return upload
+
+
+def _sniffed_format(upload: FileStorage) -> str:
+    stream = upload.stream
+    if not stream.read(1):
+        raise Problem(400, "empty_upload", "The upload is empty", "the 'model' field holds no bytes")
+    try:
+        return sniff_format(stream)
+    except UnsupportedFormat as refused:
+        raise Problem(415, "unsupported_format", "Unsupported network format", refused.detail,
+                      accepted=["onnx", "torchscript"]) from None
+
+
+def _parsed_options() -> AuditOptions:
+    raw = request.form.get("options")
+    if raw is None and "options" in request.files:
+        raw = request.files["options"].read().decode("utf-8", errors="replace")
+    try:
+        return AuditOptions.model_validate_json(raw or "{}")
+    except ValidationError as invalid:
+        errors = [{"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"]}
+                  for error in invalid.errors()]
+        raise Problem(400, "invalid_options", "Invalid options", "see errors", errors=errors) from None
+
+
+def _stored_inputs() -> str | None:
+    upload = request.files.get("inputs")
+    if upload is None:
+        return None
+    if upload.stream.read(2) != b"PK":
+        raise Problem(400, "invalid_inputs", "Invalid inputs",
+                      "'inputs' must be a .npz archive (numpy.savez) of arrays named after the network's inputs")
+    return _store(upload).sha256
+
+
+def _store(upload: FileStorage):
+    upload.stream.seek(0)
+    settings = services().settings
+    try:
+        return services().store.save(upload.stream, max_bytes=settings.max_upload_bytes)
+    except ArtifactTooLarge:
+        raise Problem(413, "upload_too_large", "Upload too large",
+                      f"the limit is {settings.max_upload_mb} MB (GRADAUDIT_MAX_UPLOAD_MB)") from None
+
+
+def _enqueue(db_session, audit_id: str) -> None:
+    try:
+        send_audit(services().celery, audit_id)
+    except Exception:
+        log.exception("could not send audit %s to the broker", audit_id)
+        detail = "the task queue is unreachable; the upload is stored, submit again later"
+        audit_rows.fail_audit(db_session=db_session, audit_id=audit_id, code="broker_unavailable", detail=detail)
+        raise Problem(503, "broker_unavailable", "Task queue unavailable", detail, id=audit_id) from None
+    audit_rows.mark_enqueued(db_session=db_session, audit_id=audit_id)
+
+
+def _page_arguments() -> tuple[int, int]:
+    try:
+        limit = int(request.args.get("limit", 20))
+        offset = int(request.args.get("offset", 0))
+    except ValueError:
+        raise Problem(400, "invalid_pagination", "Invalid pagination", "limit and offset are integers") from None
+    if not 1 <= limit <= MAX_PAGE or offset < 0:
+        raise Problem(400, "invalid_pagination", "Invalid pagination",
+                      f"limit must be 1..{MAX_PAGE} and offset at least 0")
+    return limit, offset

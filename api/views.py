@@ -1,0 +1,59 @@
+"""How audits look on the wire."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import url_for
+
+from api.problems import Problem
+from models.tables import Audit
+
+# A failed audit's report answers with its stored code; worker trouble is ours, the rest is the upload's.
+_SERVER_SIDE_FAILURES = {"worker_lost": 503, "broker_unavailable": 503, "internal_error": 500,
+                         "time_limit_exceeded": 422}
+
+
+def _timestamp(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return aware.isoformat().replace("+00:00", "Z")
+
+
+def audit_json(audit: Audit) -> dict[str, Any]:
+    """An audit's status document."""
+    body = {
+        "id": audit.id,
+        "status": audit.status,
+        "created_at": _timestamp(audit.created_at),
+        "started_at": _timestamp(audit.started_at),
+        "finished_at": _timestamp(audit.finished_at),
+        "attempts": audit.attempts,
+        "artifact": {"format": audit.artifact_format, "sha256": audit.artifact_sha256,
+                     "size": audit.artifact_size, "filename": audit.filename},
+        "options": audit.options,
+        "verdict": audit.verdict,
+        "links": {"self": url_for("audits.get_audit", audit_id=audit.id),
+                  "report": url_for("audits.get_report", audit_id=audit.id),
+                  "layers": url_for("audits.get_layers", audit_id=audit.id)},
+    }
+    if audit.error_code:
+        body["error"] = {"code": audit.error_code, "detail": audit.error_detail}
+    return body
+
+
+def page_json(page: list[Audit], *, total: int, limit: int, offset: int) -> dict[str, Any]:
+    """A page of audits with the link to the next one."""
+    following = offset + limit
+    next_link = url_for("audits.list_audits", limit=limit, offset=following) if following < total else None
+    return {"items": [audit_json(audit) for audit in page], "total": total, "limit": limit,
+            "offset": offset, "next": next_link}
+
+
+def failure_problem(audit: Audit) -> Problem:
+    """The problem a failed audit answers with: the same code and detail it stored."""
+    status = _SERVER_SIDE_FAILURES.get(audit.error_code, 422)
+    return Problem(status, audit.error_code, "The audit failed", audit.error_detail,
+                   id=audit.id, audit_status=audit.status)

@@ -1,0 +1,88 @@
+"""One audit, start to finish: claim the row, run the engine with no session open, store the result."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import Callable
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from gradaudit.options import AuditOptions
+from models import audits as audit_rows
+from models.audits import Claim
+from worker.context import WorkerContext, owner_is_dead, worker_id
+from worker.engine.errors import AuditError
+from worker.engine.result import EngineResult
+from worker.heartbeat import Heartbeat
+
+log = logging.getLogger(__name__)
+
+RunEngine = Callable[..., EngineResult]
+
+
+def execute_audit(audit_id: str, *, context: WorkerContext, run_engine: RunEngine) -> Claim:
+    """Run the audit if this worker may; return what the claim decided."""
+    owner = worker_id()
+    with context.sessions() as db_session:
+        claim = _claim(db_session, audit_id, owner, context)
+        if claim is not Claim.CLAIMED:
+            log.info("audit %s not run here: %s", audit_id, claim.value)
+            return claim
+        job = _job(audit_id, context, db_session)
+    # The session is closed: an audit can take minutes and must not hold a connection.
+    with Heartbeat(context, audit_id, owner):
+        outcome = _run(job, run_engine, context.settings.device)
+    _store(context, audit_id, owner, outcome)
+    return claim
+
+
+def _claim(db_session, audit_id: str, owner: str, context: WorkerContext) -> Claim:
+    settings = context.settings
+    return audit_rows.claim_audit(
+        db_session=db_session, audit_id=audit_id, worker_id=owner,
+        stale_after=timedelta(seconds=settings.stale_after_s), max_attempts=settings.max_attempts,
+        owner_is_dead=owner_is_dead,
+    )
+
+
+def _job(audit_id: str, context: WorkerContext, db_session) -> dict:
+    audit = audit_rows.get_audit(db_session=db_session, audit_id=audit_id)
+    inputs = context.store.path_for(audit.inputs_sha256) if audit.inputs_sha256 else None
+    return dict(path=context.store.path_for(audit.artifact_sha256), network_format=audit.artifact_format,
+                options=AuditOptions.model_validate(audit.options), inputs_path=inputs)
+
+
+def _run(job: dict, run_engine: RunEngine, device: str) -> EngineResult | AuditError:
+    if not Path(job["path"]).exists():
+        return AuditError("artifact_missing", "the uploaded file is no longer in the artifact store")
+    try:
+        return run_engine(job["path"], options=job["options"], device=device, inputs_path=job["inputs_path"],
+                          network_format=job["network_format"])
+    except AuditError as refused:
+        return refused
+    except SoftTimeLimitExceeded:
+        return AuditError("time_limit_exceeded", "the audit ran past GRADAUDIT_SOFT_TIME_LIMIT_S")
+    except MemoryError:
+        return AuditError("out_of_memory", "the network did not fit in the worker's memory")
+    except Exception:
+        log.exception("engine crashed on audit %s", job["path"])
+        return AuditError("internal_error", "the audit engine hit an unexpected error; it has been logged")
+
+
+def _store(context: WorkerContext, audit_id: str, owner: str, outcome: EngineResult | AuditError) -> None:
+    with context.sessions() as db_session:
+        if isinstance(outcome, AuditError):
+            stored = audit_rows.fail_audit(db_session=db_session, audit_id=audit_id, code=outcome.code,
+                                           detail=outcome.detail, worker_id=owner)
+        else:
+            stored = audit_rows.succeed_audit(db_session=db_session, audit_id=audit_id, worker_id=owner,
+                                              result=_result_fields(outcome),
+                                              layers=[layer.as_dict() for layer in outcome.layers])
+    if not stored:
+        log.warning("audit %s was taken over by another worker; result dropped", audit_id)
+
+
+def _result_fields(result: EngineResult) -> dict:
+    return dict(network=result.network, setup=result.setup, findings=result.findings, verdict=result.verdict)

@@ -1,0 +1,63 @@
+"""Finds audits whose worker died (no heartbeat) and sends their task again.
+
+Redis alone would restore a dead worker's unacked message only after the visibility
+timeout, which must outlast the longest audit. The database knows sooner: a running
+audit whose heartbeat stopped has lost its worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from celery import Celery
+
+from gradaudit.queue import send_audit
+from models import audits as audit_rows
+from worker.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+
+def resend_stale_audits(context: WorkerContext, celery: Celery) -> list[str]:
+    """Send the task again for every audit that lost its worker or never reached the broker."""
+    settings = context.settings
+    with context.sessions() as db_session:
+        stale = audit_rows.find_stale_audits(
+            db_session=db_session, stale_after=timedelta(seconds=settings.stale_after_s),
+            unsent_after=timedelta(seconds=settings.stale_after_s),
+        )
+        for audit_id in stale:
+            log.warning("audit %s lost its worker or was never queued; sending it again", audit_id)
+            send_audit(celery, audit_id)
+            audit_rows.mark_enqueued(db_session=db_session, audit_id=audit_id)
+    return stale
+
+
+class Watchdog:
+    """A daemon thread running resend_stale_audits every half staleness period."""
+
+    def __init__(self, context: WorkerContext, celery: Celery):
+        self._context, self._celery = context, celery
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gradaudit-watchdog", daemon=True)
+
+    def start(self) -> None:
+        """Start watching."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching and wait for the thread."""
+        self._stopped.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        interval = self._context.settings.stale_after_s / 2
+        while True:
+            try:
+                resend_stale_audits(self._context, self._celery)
+            except Exception:
+                log.warning("watchdog pass failed", exc_info=True)
+            if self._stopped.wait(interval):
+                return
