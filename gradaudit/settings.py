@@ -87,3 +87,14 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides) -> Sett
     values = {field: environ[name] for name, field in ENVIRONMENT_VARIABLES.items() if environ.get(name)}
     values.update(overrides)
     return Settings(**values)
+
+
+def child_environment(settings: Settings) -> dict[str, str]:
+    """The environment for a child process that must see these exact settings."""
+    environ = dict(os.environ)
+    for name, field in ENVIRONMENT_VARIABLES.items():
+        value = getattr(settings, field)
+        if value is not None:
+            environ[name] = str(value)
+    environ["DATABASE_URL"] = settings.sqlalchemy_url
+    return environ
