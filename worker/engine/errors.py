@@ -8,3 +8,12 @@ class AuditError(Exception):
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """A user-facing one-line reason for an exception: its type and the telling line, no traceback."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # TorchScript interpreter errors put a traceback first and the real message last.
+    telling = lines[-1] if lines and lines[0].startswith("The following operation failed") else (lines or [""])[0]
+    reason = f"{type(exc).__name__}: {telling}" if telling else type(exc).__name__
+    return reason[:limit]

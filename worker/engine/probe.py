@@ -1,0 +1,81 @@
+"""One forward and backward pass: pick the output, build the loss, leave gradients on the parameters."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from worker.engine.errors import AuditError, one_line
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the pass produced: the output tensor used, the loss actually applied and its value."""
+
+    output: torch.Tensor
+    output_index: int
+    loss_name: str
+    loss_value: float | None  # None when the loss is NaN or infinite
+
+
+def run_probe(module: torch.nn.Module, inputs: list[torch.Tensor], *, loss: str, seed: int) -> Probe:
+    """Zero grads, run forward, apply the loss, run backward; coded errors for each failure."""
+    torch.manual_seed(seed)
+    module.zero_grad(set_to_none=True)
+    try:
+        outputs = module(*inputs)
+    except Exception as exc:
+        raise AuditError("forward_failed", one_line(exc)) from None
+    index, output = pick_output(outputs)
+    loss_name, value = make_loss(output, loss, torch.Generator().manual_seed(seed))
+    try:
+        value.backward()
+    except Exception as exc:
+        raise AuditError("backward_failed", one_line(exc)) from None
+    scalar = float(value.detach().cpu())
+    return Probe(output.detach(), index, loss_name, scalar if math.isfinite(scalar) else None)
+
+
+def flatten_outputs(outputs) -> list:
+    """Every leaf of a nested tuple/list/dict of outputs, in order."""
+    if isinstance(outputs, (tuple, list)):
+        return [leaf for item in outputs for leaf in flatten_outputs(item)]
+    if isinstance(outputs, dict):
+        return [leaf for item in outputs.values() for leaf in flatten_outputs(item)]
+    return [outputs]
+
+
+def pick_output(outputs) -> tuple[int, torch.Tensor]:
+    """The first floating-point output that autograd can reach, with its position among the leaves."""
+    for index, leaf in enumerate(flatten_outputs(outputs)):
+        if isinstance(leaf, torch.Tensor) and leaf.is_floating_point() and leaf.requires_grad:
+            return index, leaf
+    raise AuditError(
+        "no_differentiable_output",
+        "no output is a floating-point tensor that depends on the network's parameters",
+    )
+
+
+def make_loss(output: torch.Tensor, loss: str, generator: torch.Generator) -> tuple[str, torch.Tensor]:
+    """The loss name actually used and its scalar value for this output."""
+    if loss == "auto":
+        loss = "cross_entropy" if _fits_cross_entropy(output) else "mse"
+    if loss == "sum":
+        return loss, output.float().sum()
+    if loss == "mse":
+        target = torch.randn(output.shape, generator=generator).to(output.device)
+        return loss, F.mse_loss(output.float(), target)
+    if not _fits_cross_entropy(output):
+        raise AuditError(
+            "loss_not_applicable",
+            f"cross_entropy needs an output of shape [N, C] with C > 1, got {list(output.shape)}",
+        )
+    labels = torch.randint(0, output.shape[1], (output.shape[0],), generator=generator).to(output.device)
+    return loss, F.cross_entropy(output.float(), labels)
+
+
+def _fits_cross_entropy(output: torch.Tensor) -> bool:
+    return output.dim() == 2 and output.shape[1] > 1
