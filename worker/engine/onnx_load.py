@@ -30,8 +30,7 @@ def load_onnx(path: Path) -> LoadedNetwork:
     proto = _read_proto(path)
     _refuse_external_data(proto)
     _check(proto)
-    named = _with_node_names(proto)
-    module, conversion_warnings = _convert(named)
+    module, conversion_warnings = _convert(_prepared_copy(proto))
     promoted = _promote_read_initializers(module)
     graph = module.onnx_model.graph  # the converted copy: fused nodes are gone from it
     return LoadedNetwork(
@@ -72,13 +71,31 @@ def _check(proto: onnx.ModelProto) -> None:
         raise AuditError("invalid_onnx", one_line(exc, 300)) from None
 
 
-def _with_node_names(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """A deep copy (conversion mutates its input) whose unnamed nodes get stable names like Gemm_3."""
-    named = copy.deepcopy(proto)
-    for index, node in enumerate(named.graph.node):
+def _prepared_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A deep copy (conversion mutates its input) with stable node names and no Identity-of-initializer nodes."""
+    prepared = copy.deepcopy(proto)
+    for index, node in enumerate(prepared.graph.node):
         if not node.name:
             node.name = f"{node.op_type}_{index}"
-    return named
+    _fold_initializer_identities(prepared.graph)
+    return prepared
+
+
+def _fold_initializer_identities(graph: onnx.GraphProto) -> None:
+    """Let nodes read initializers directly where the exporter routed them through Identity.
+
+    The legacy exporter does this with do_constant_folding=False, and the converter only gives a Conv or
+    Gemm its weights when they are initializers; through an Identity it would keep random ones.
+    """
+    initializers = {t.name for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    aliases = {n.output[0]: n.input[0] for n in graph.node
+               if n.op_type == "Identity" and n.input[0] in initializers and n.output[0] not in outputs}
+    kept = [n for n in graph.node if not (n.op_type == "Identity" and n.output[0] in aliases)]
+    for node in kept:
+        node.input[:] = [aliases.get(name, name) for name in node.input]
+    del graph.node[:]
+    graph.node.extend(kept)
 
 
 def _convert(proto: onnx.ModelProto) -> tuple[ConvertModel, list[str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +21,9 @@ _OP_NAMES = {
 def load_torchscript(path: Path) -> LoadedNetwork:
     """Load a TorchScript archive into a LoadedNetwork (inputs have no declared shapes)."""
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice, once per load
+            module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise AuditError("invalid_torchscript", f"not a loadable TorchScript archive ({one_line(exc, 200)})") from None
     module.eval()
