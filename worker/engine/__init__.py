@@ -31,9 +31,7 @@ def audit_network(
     device = resolve_device(device)
     network = load_network(Path(path), network_format)
     inputs = build_inputs(network.inputs, options, Path(inputs_path) if inputs_path else None)
-    module = network.module.to(device)
-    for parameter in module.parameters():
-        parameter.requires_grad_(True)
+    module = _trainable_on(network.module, device)
     probe = run_probe(module, [t.to(device) for t in inputs.values()], loss=options.loss, seed=options.seed)
     layers, weight_nonfinite = layer_stats(module, network.layers)
     findings = diagnose(layers, loss_finite=probe.loss_value is not None, op_counts=network.op_counts,
@@ -45,6 +43,14 @@ def audit_network(
         findings=findings,
         verdict=verdict(findings),
     )
+
+
+def _trainable_on(module: torch.nn.Module, device: str) -> torch.nn.Module:
+    # Exported artifacts may carry requires_grad=False; the audit wants a gradient for every parameter.
+    module = module.to(device)
+    for parameter in module.parameters():
+        parameter.requires_grad_(True)
+    return module
 
 
 def _setup(network: LoadedNetwork, inputs: dict[str, torch.Tensor], probe: Probe, options: AuditOptions,

@@ -13,7 +13,7 @@ class AuditError(Exception):
 def one_line(exc: BaseException, limit: int = 300) -> str:
     """A user-facing one-line reason for an exception: its type and the telling line, no traceback."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    # TorchScript interpreter errors put a traceback first and the real message last.
-    telling = lines[-1] if lines and lines[0].startswith("The following operation failed") else (lines or [""])[0]
-    reason = f"{type(exc).__name__}: {telling}" if telling else type(exc).__name__
-    return reason[:limit]
+    if lines and lines[0].startswith("The following operation failed"):
+        # TorchScript interpreter errors put a traceback first and "SomeError: message" last.
+        return lines[-1][:limit]
+    return (f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__)[:limit]
