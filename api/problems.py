@@ -49,7 +49,12 @@ def _render_problem(problem: Problem) -> Response:
 def _render_http_error(error: HTTPException) -> Response:
     status = error.code or 500
     code = _HTTP_CODES.get(status, "http_error")
-    return problem_response(Problem(status, code, error.name, error.description))
+    response = problem_response(Problem(status, code, error.name, error.description))
+    # Keep the error's own headers, e.g. the Allow header a 405 must carry (RFC 9110, 15.5.6).
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
 
 
 @problems.app_errorhandler(Exception)
