@@ -73,7 +73,8 @@ def claim_audit(
     owner_is_dead: Callable[[str], bool],
 ) -> Claim:
     """Take an audit for this worker: a queued one, or a running one whose worker is gone."""
-    audit = get_audit(db_session=db_session, audit_id=audit_id)
+    # populate_existing: decide on the row as it is now, not on a copy this session cached earlier.
+    audit = db_session.get(Audit, audit_id, populate_existing=True)
     if audit is None:
         return Claim.MISSING
     if audit.status in (SUCCEEDED, FAILED):
