@@ -1,0 +1,130 @@
+"""The worker's shell around the engine: claim, run with no session open, store or fail with a code."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from gradaudit.options import AuditOptions
+from models import audits as audit_rows
+from models.audits import Claim
+from worker.context import build_context
+from worker.engine import audit_network
+from worker.engine.errors import AuditError
+from worker.runner import execute_audit
+
+
+class TwoLayers(nn.Module):
+    """Linear, ReLU, Linear; input x of width 4."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out = nn.Linear(4, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.hidden(x)))
+
+
+@pytest.fixture
+def context(make_settings, database_url):
+    """A worker context on a migrated database of each kind."""
+    return build_context(make_settings(database_url=database_url))
+
+
+def _queued_audit(context, options: dict) -> str:
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(TwoLayers()), buffer)
+    buffer.seek(0)
+    artifact = context.store.save(buffer, max_bytes=10**7)
+    with context.sessions() as db_session:
+        audit = audit_rows.create_audit(
+            db_session=db_session, artifact_sha256=artifact.sha256, artifact_format="torchscript",
+            artifact_size=artifact.size, options=AuditOptions(**options).model_dump(),
+        )
+        return audit.id
+
+
+def _row(context, audit_id: str):
+    with context.sessions() as db_session:
+        audit = audit_rows.get_audit(db_session=db_session, audit_id=audit_id)
+        return audit, [layer.as_dict() for layer in audit_rows.list_layers(db_session=db_session, audit_id=audit_id)]
+
+
+def test_a_claimed_audit_stores_its_report_and_layer_rows(context):
+    audit_id = _queued_audit(context, {"input_shapes": {"x": [2, 4]}})
+
+    assert execute_audit(audit_id, context=context, run_engine=audit_network) is Claim.CLAIMED
+
+    audit, layers = _row(context, audit_id)
+    assert (audit.status, audit.attempts, audit.verdict) == ("succeeded", 1, "healthy")
+    assert [layer["name"] for layer in layers] == ["hidden", "out"]
+    assert audit.network_parameters == 4 * 8 + 8 + 8 * 3 + 3
+    assert audit.setup["input_shapes"] == {"x": [2, 4]}
+
+
+def test_a_redelivered_task_for_a_finished_audit_changes_nothing(context):
+    audit_id = _queued_audit(context, {"input_shapes": {"x": [2, 4]}})
+    execute_audit(audit_id, context=context, run_engine=audit_network)
+    before, layers_before = _row(context, audit_id)
+
+    assert execute_audit(audit_id, context=context, run_engine=audit_network) is Claim.FINISHED
+
+    after, layers_after = _row(context, audit_id)
+    assert (after.finished_at, after.attempts) == (before.finished_at, before.attempts)
+    assert layers_after == layers_before
+
+
+def test_an_engine_refusal_fails_the_audit_with_its_code(context):
+    audit_id = _queued_audit(context, {})  # TorchScript declares no input shapes
+
+    execute_audit(audit_id, context=context, run_engine=audit_network)
+
+    audit, layers = _row(context, audit_id)
+    assert (audit.status, audit.error_code) == ("failed", "input_shape_required")
+    assert "'x'" in audit.error_detail and layers == []
+
+
+def test_an_engine_crash_is_a_coded_failure_without_internals(context):
+    audit_id = _queued_audit(context, {"input_shapes": {"x": [2, 4]}})
+
+    def crashing_engine(*_args, **_kwargs):
+        raise RuntimeError("secret internal state /etc/passwd")
+
+    execute_audit(audit_id, context=context, run_engine=crashing_engine)
+
+    audit, _ = _row(context, audit_id)
+    assert (audit.status, audit.error_code) == ("failed", "internal_error")
+    assert "secret" not in audit.error_detail
+
+
+def test_a_vanished_artifact_is_a_coded_failure(context):
+    audit_id = _queued_audit(context, {"input_shapes": {"x": [2, 4]}})
+    audit, _ = _row(context, audit_id)
+    context.store.path_for(audit.artifact_sha256).unlink()
+
+    execute_audit(audit_id, context=context, run_engine=audit_network)
+
+    audit, _ = _row(context, audit_id)
+    assert (audit.status, audit.error_code) == ("failed", "artifact_missing")
+
+
+def test_a_result_is_dropped_when_another_worker_took_the_audit_over(context, monkeypatch):
+    audit_id = _queued_audit(context, {"input_shapes": {"x": [2, 4]}})
+
+    def engine_that_loses_its_claim(*args, **kwargs):
+        with context.sessions() as db_session:  # as if this worker was presumed dead meanwhile
+            audit_rows.fail_audit(db_session=db_session, audit_id=audit_id, code="worker_lost", detail="gone")
+        return audit_network(*args, **kwargs)
+
+    execute_audit(audit_id, context=context, run_engine=engine_that_loses_its_claim)
+
+    audit, layers = _row(context, audit_id)
+    assert (audit.status, audit.error_code, layers) == ("failed", "worker_lost", [])
+
+
+def test_the_engine_error_type_carries_code_and_detail():
+    error = AuditError("invalid_onnx", "graph has no nodes")
+    assert (error.code, error.detail) == ("invalid_onnx", "graph has no nodes")
