@@ -113,3 +113,18 @@ def test_result_is_json_safe_even_with_nan(tmp_path):
     assert result.setup["loss_value"] is None
     assert all(math.isfinite(s.grad_norm) for s in result.layers)
     assert result.layers[-1].grad_nonfinite > 0
+
+
+def test_cnn_with_batchnorm_matches_torchscript_and_onnxruntime(tmp_path):
+    from tests.engine.conftest import cnn_bn
+
+    onnx_path = export_onnx(cnn_bn(), torch.randn(2, 3, 8, 8), tmp_path / "cnn.onnx", dynamic={0: "b"},
+                            do_constant_folding=False, training=torch.onnx.TrainingMode.PRESERVE)
+    script_path = save_torchscript(cnn_bn(), tmp_path / "cnn.pt")
+    from_onnx = audit_network(onnx_path, options=AuditOptions(batch_size=4), device="cpu")
+    from_script = audit_network(script_path, options=AuditOptions(input_shapes={"input": [4, 3, 8, 8]}),
+                                device="cpu")
+    assert from_onnx.setup["onnxruntime_max_abs_diff"] < 1e-4
+    assert [s.kind for s in from_script.layers] == ["Conv2d", "BatchNorm2d", "Linear"]
+    assert [s.grad_norm for s in from_onnx.layers] == pytest.approx([s.grad_norm for s in from_script.layers],
+                                                                    rel=1e-4)
