@@ -97,7 +97,8 @@ def _trend_finding(layers: list[LayerStats], op_counts: dict[str, int]) -> dict 
 
 
 def _span(trend: GradientTrend) -> str:
-    return f"'{trend.affected[0]}'" if len(trend.affected) == 1 else f"'{trend.affected[0]}' to '{trend.affected[-1]}'"
+    first, last = trend.affected[0], trend.affected[-1]
+    return f"layer '{first}'" if first == last else f"layers '{first}' to '{last}'"
 
 
 def _vanishing_advice(trend: GradientTrend, layers: list[LayerStats], op_counts: dict[str, int]) -> list[dict]:
@@ -106,7 +107,7 @@ def _vanishing_advice(trend: GradientTrend, layers: list[LayerStats], op_counts:
     if squashing:
         advice.append(_recommendation("use_relu", (
             f"The network uses {squashing} sigmoid/tanh activations, whose derivative is at most 0.25 (sigmoid) or 1 "
-            f"(tanh) and shrinks the gradient at every layer; use ReLU in the hidden layers feeding {_span(trend)}.")))
+            f"(tanh) and shrinks the gradient at every layer; use ReLU in the hidden layers around {_span(trend)}.")))
     if not any(op_counts.get(op) for op in _NORMALIZATION_OPS):
         advice.append(_recommendation("add_batch_norm", (
             f"No normalization layer was found; add BatchNorm after each of the {len(layers)} weight layers "
