@@ -30,11 +30,14 @@ def _settings(**overrides):
         raise click.UsageError(f"invalid configuration: {invalid}") from None
 
 
-def _stop_on_sigterm() -> None:
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGINT both stop `serve` cleanly, even where a shell started it with SIGINT ignored."""
+
     def _interrupt(_signum, _frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
 
 
 @main.command()
@@ -46,7 +49,7 @@ def serve(host: str, port: int, data_dir: Path | None) -> None:
     from gradaudit.embedded import serve as serve_embedded
 
     settings = _settings(data_dir=data_dir)
-    _stop_on_sigterm()
+    _stop_on_signals()
     serve_embedded(settings, host, port, announce=lambda url: click.echo(f"gradaudit listening on {url}"))
 
 

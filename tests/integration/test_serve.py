@@ -40,7 +40,8 @@ def served(tmp_path):
         yield url, process
     finally:
         if process.poll() is None:
-            process.kill()
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
         log.close()
 
 
@@ -80,8 +81,22 @@ def test_serve_runs_the_whole_service_and_submit_gates_on_the_verdict(served, tm
 
     process.send_signal(signal.SIGINT)
     assert process.wait(60) == 0
-    time.sleep(0.5)
-    assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+    assert _all_gone(children)
+
+
+def _all_gone(processes: list[psutil.Process], timeout_s: float = 10) -> bool:
+    _gone, alive = psutil.wait_procs(processes, timeout=timeout_s)
+    return not alive
+
+
+def test_children_do_not_outlive_a_killed_serve(served):
+    _url, process = served
+    children = psutil.Process(process.pid).children(recursive=True)
+
+    process.kill()
+    process.wait(10)
+
+    assert children and _all_gone(children, timeout_s=30)
 
 
 def test_submit_reports_a_refused_upload_with_its_code(served, tmp_path):
