@@ -1,0 +1,101 @@
+"""gradaudit.cli: shape parsing, help, and the commands that need no server."""
+
+from __future__ import annotations
+
+import click
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import create_engine, inspect
+
+from gradaudit.cli import _gate, _options, _parse_shapes, main
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ((), {}),
+    (("x=1x3x32x32",), {"x": [1, 3, 32, 32]}),
+    (("x=8",), {"x": [8]}),
+    (("image=1X3",), {"image": [1, 3]}),
+    (("a=1x4", "b=2x5"), {"a": [1, 4], "b": [2, 5]}),
+    (("input.1=1x4",), {"input.1": [1, 4]}),
+    (("name=with=1x2",), {"name=with": [1, 2]}),
+])
+def test_parse_shapes(values, expected):
+    assert _parse_shapes(values) == expected
+
+
+@pytest.mark.parametrize("value", ["x", "1x3", "=1x3", "x=", "x=1xa", "x=1x", "x=1,3", "x=1 x 3a"])
+def test_parse_shapes_refuses(value):
+    with pytest.raises(click.BadParameter, match="expected NAME=1x3x32x32"):
+        _parse_shapes((value,))
+
+
+def test_non_positive_dims_are_refused_by_the_options():
+    with pytest.raises(click.BadParameter):
+        _options(("x=0x3",), None, None, None)
+
+
+def test_options_keep_only_what_was_given():
+    options = _options(("x=1x4",), None, 5, None)
+    assert options.model_dump(exclude_unset=True) == {"input_shapes": {"x": [1, 4]}, "seed": 5}
+
+
+@pytest.mark.parametrize(("verdict", "fail_on", "code"), [
+    ("healthy", None, 0), ("critical", None, 0), ("healthy", "warning", 0), ("warning", "warning", 1),
+    ("critical", "warning", 1), ("warning", "critical", 0), ("critical", "critical", 1),
+])
+def test_gate(verdict, fail_on, code):
+    assert _gate(verdict, fail_on) == code
+
+
+def test_help_lists_every_command():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    assert "audits the gradients of ONNX and TorchScript networks" in result.output
+    for command in ("serve", "worker", "migrate", "audit", "submit"):
+        assert command in result.output
+
+
+@pytest.mark.parametrize("command", ["serve", "worker", "migrate", "audit", "submit"])
+def test_every_command_has_help(command):
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Usage: ")
+
+
+def test_audit_and_submit_share_the_probe_options():
+    for command in ("audit", "submit"):
+        output = CliRunner().invoke(main, [command, "--help"]).output
+        for option in ("--input-shape", "--batch-size", "--seed", "--loss", "--fail-on", "--json"):
+            assert option in output, (command, option)
+
+
+def test_migrate_creates_the_tables(tmp_path):
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    result = CliRunner().invoke(main, ["migrate"], env={"DATABASE_URL": url, "GRADAUDIT_DATA_DIR": str(tmp_path)})
+
+    assert result.exit_code == 0, result.output
+    assert result.output == "database is up to date\n"
+    engine = create_engine(url)
+    assert {"audits", "layer_stats"} <= set(inspect(engine).get_table_names())
+    engine.dispose()
+
+
+def test_invalid_configuration_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(main, ["migrate"], env={"GRADAUDIT_ENV": "production", "DATABASE_URL": "",
+                                                        "CELERY_BROKER_URL": ""})
+    assert result.exit_code == 2
+    assert "invalid configuration" in result.output
+
+
+def test_worker_without_broker_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(main, ["worker"], env={"CELERY_BROKER_URL": "", "GRADAUDIT_ENV": "development"})
+    assert result.exit_code == 2
+    assert "CELERY_BROKER_URL is not set" in result.output
+
+
+def test_bad_input_shape_is_a_usage_error(tmp_path):
+    network = tmp_path / "net.onnx"
+    network.write_bytes(b"not used")
+    result = CliRunner().invoke(main, ["audit", str(network), "--input-shape", "x=1xq"])
+    assert result.exit_code == 2
+    assert "expected NAME=1x3x32x32" in result.output
