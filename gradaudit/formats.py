@@ -63,6 +63,8 @@ def _sniff_zip(stream: BinaryIO) -> NetworkFormat:
 def _looks_like_model_proto(stream: BinaryIO) -> bool:
     """Walk the top-level protobuf fields, skipping payloads, until an ir_version and a graph are seen."""
     seen: set[int] = set()
+    end = stream.seek(0, 2)
+    stream.seek(0)
     for _ in range(_MAX_FIELDS):
         key = _read_varint(stream)
         if key is None:
@@ -74,6 +76,8 @@ def _looks_like_model_proto(stream: BinaryIO) -> bool:
         if value is None:
             return False
         if wire_type == 2:
+            if stream.tell() + value > end:
+                return False  # a payload running past the end: a truncated upload
             stream.seek(value, 1)
         seen.add(number)
         if {_IR_VERSION, _GRAPH} <= seen:
