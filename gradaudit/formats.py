@@ -6,10 +6,14 @@ Both checks read a few kilobytes: the API runs them on every upload, and a pickl
 
 from __future__ import annotations
 
+import tarfile
 import zipfile
 from typing import BinaryIO, Literal
 
-NetworkFormat = Literal["onnx", "torchscript"]
+from gradaudit.archives import has_onnx_member
+
+# "onnx_archive": a .zip or .tar holding an .onnx file and its external data files.
+ArtifactFormat = Literal["onnx", "torchscript", "onnx_archive"]
 
 # ModelProto field number -> protobuf wire type (0 varint, 2 length-delimited), from onnx.proto.
 _MODEL_PROTO_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
@@ -25,7 +29,12 @@ class UnsupportedFormat(ValueError):
         self.detail = detail
 
 
-def sniff_format(stream: BinaryIO) -> NetworkFormat:
+def network_format(artifact_format: str) -> str:
+    """The network's format as the report names it: an ONNX archive holds an ONNX network."""
+    return "onnx" if artifact_format == "onnx_archive" else artifact_format
+
+
+def sniff_format(stream: BinaryIO) -> ArtifactFormat:
     """Return the format of a seekable binary stream, or raise UnsupportedFormat saying why."""
     stream.seek(0)
     head = stream.read(4)
@@ -37,12 +46,36 @@ def sniff_format(stream: BinaryIO) -> NetworkFormat:
             "this is a pickled checkpoint (torch.save); pickles are never loaded. "
             "Export the network with torch.jit.save or torch.onnx.export."
         )
+    if _looks_like_tar(stream):
+        return _sniff_tar(stream)
     if _looks_like_model_proto(stream):
         return "onnx"
-    raise UnsupportedFormat("expected an ONNX file (ModelProto) or a TorchScript archive (torch.jit.save)")
+    raise UnsupportedFormat(
+        "expected an ONNX file (ModelProto), a TorchScript archive (torch.jit.save), "
+        "or a .zip/.tar archive holding an .onnx file and its external data files"
+    )
 
 
-def _sniff_zip(stream: BinaryIO) -> NetworkFormat:
+def _looks_like_tar(stream: BinaryIO) -> bool:
+    head = stream.read(262)
+    stream.seek(0)
+    return head[:2] == b"\x1f\x8b" or head[257:262] == b"ustar"
+
+
+def _sniff_tar(stream: BinaryIO) -> ArtifactFormat:
+    try:
+        with tarfile.open(fileobj=stream, mode="r:*") as archive:
+            names = archive.getnames()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise UnsupportedFormat("a damaged or unsupported tar archive") from exc
+    finally:
+        stream.seek(0)
+    if has_onnx_member(names):
+        return "onnx_archive"
+    raise UnsupportedFormat("a tar archive without an .onnx file")
+
+
+def _sniff_zip(stream: BinaryIO) -> ArtifactFormat:
     try:
         names = zipfile.ZipFile(stream).namelist()
     except zipfile.BadZipFile as exc:
@@ -57,7 +90,9 @@ def _sniff_zip(stream: BinaryIO) -> NetworkFormat:
             "this is a torch.save checkpoint, not a TorchScript archive; pickles are never loaded. "
             "Export the network with torch.jit.save or torch.onnx.export."
         )
-    raise UnsupportedFormat("a zip archive that is not a TorchScript archive")
+    if has_onnx_member(names):
+        return "onnx_archive"
+    raise UnsupportedFormat("a zip archive that is neither a TorchScript archive nor holds an .onnx file")
 
 
 def _looks_like_model_proto(stream: BinaryIO) -> bool:

@@ -26,10 +26,14 @@ def audit_network(
     device: str = "auto",
     inputs_path: Path | None = None,
     network_format: str | None = None,
+    external_data_dir: Path | None = None,
 ) -> EngineResult:
-    """Audit the gradients of the network stored at path; AuditError with a stable code if it cannot."""
+    """Audit the gradients of the network stored at path; AuditError with a stable code if it cannot.
+
+    An ONNX network's external weight files are read from external_data_dir only (an extracted archive).
+    """
     device = resolve_device(device)
-    network = load_network(Path(path), network_format)
+    network = load_network(Path(path), network_format, external_data_dir)
     inputs = build_inputs(network.inputs, options, Path(inputs_path) if inputs_path else None)
     module = _trainable_on(network.module, device)
     probe = run_probe(module, [t.to(device) for t in inputs.values()], loss=options.loss, seed=options.seed)

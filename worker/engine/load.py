@@ -54,13 +54,13 @@ def detect_format(path: Path) -> str:
             raise AuditError("unsupported_format", exc.detail) from None
 
 
-def load_network(path: Path, network_format: str | None = None) -> LoadedNetwork:
+def load_network(path: Path, network_format: str | None = None, external_data_dir: Path | None = None) -> LoadedNetwork:
     """Load an ONNX or TorchScript artifact; the format is sniffed when not given."""
     network_format = network_format or detect_format(path)
     if network_format == "onnx":
         from worker.engine.onnx_load import load_onnx
 
-        return load_onnx(path)
+        return load_onnx(path, external_data_dir)
     if network_format == "torchscript":
         from worker.engine.torchscript_load import load_torchscript
 

@@ -16,6 +16,7 @@ from onnx2pytorch.constants import COMPOSITE_LAYERS, STANDARD_LAYERS
 from onnx2pytorch.convert.operations import get_buffer_name
 
 from worker.engine.errors import AuditError, one_line
+from worker.engine.external_data import attach_external_data
 from worker.engine.load import InputSpec, Layer, LoadedNetwork
 
 _OP_NAMES = {
@@ -25,10 +26,10 @@ _OP_NAMES = {
 }
 
 
-def load_onnx(path: Path) -> LoadedNetwork:
-    """Load, validate and convert an ONNX artifact into a LoadedNetwork."""
+def load_onnx(path: Path, external_data_dir: Path | None = None) -> LoadedNetwork:
+    """Load, validate and convert an ONNX artifact (its external weights, if any, from external_data_dir)."""
     proto = _read_proto(path)
-    _refuse_external_data(proto)
+    attach_external_data(proto, external_data_dir)
     _check(proto)
     module, conversion_warnings = _convert(_prepared_copy(proto))
     promoted = _promote_read_initializers(module)
@@ -47,21 +48,10 @@ def load_onnx(path: Path) -> LoadedNetwork:
 
 def _read_proto(path: Path) -> onnx.ModelProto:
     try:
-        # External tensors are refused below with a clear message, so never follow their paths here.
+        # External tensors are loaded only from a confined folder (external_data.py), never followed here.
         return onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise AuditError("invalid_onnx", f"not a readable ONNX file ({one_line(exc, 200)})") from None
-
-
-def _refuse_external_data(proto: onnx.ModelProto) -> None:
-    for tensor in proto.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            location = next((e.value for e in tensor.external_data if e.key == "location"), "?")
-            raise AuditError(
-                "external_data_missing",
-                f"initializer '{tensor.name}' references external weight file '{location}'; "
-                "upload a .zip/.tar archive holding the .onnx and its data files",
-            )
 
 
 def _check(proto: onnx.ModelProto) -> None:

@@ -1,0 +1,147 @@
+"""Archive uploads: a .zip or .tar holding an .onnx file and the external data files it references.
+
+The dynamo exporter writes weights to `NAME.onnx.data` beside the `.onnx`, and networks over
+protobuf's 2 GB limit must. An archive is extracted into a folder of its own, with limits on
+member count and size, and only plain files at confined relative paths: no absolute paths, no
+`..`, no links or devices.
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Iterator
+
+MAX_MEMBERS = 1000
+CHUNK_BYTES = 1024 * 1024
+
+
+class ArchiveRefused(ValueError):
+    """The archive cannot be used; `code` is stable, `detail` says why."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(f"{code}: {detail}")
+        self.code, self.detail = code, detail
+
+
+@dataclass(frozen=True)
+class Member:
+    """One entry of an archive, with an opener for its bytes."""
+
+    name: str
+    size: int
+    is_dir: bool
+    is_file: bool
+    open: object  # () -> BinaryIO
+
+
+def is_tar(stream: BinaryIO) -> bool:
+    """True for a plain or gzip-compressed tar archive; leaves the stream at 0."""
+    stream.seek(0)
+    try:
+        with tarfile.open(fileobj=stream, mode="r:*") as archive:
+            return archive.next() is not None
+    except (tarfile.TarError, OSError, EOFError):
+        return False
+    finally:
+        stream.seek(0)
+
+
+def has_onnx_member(names: list[str]) -> bool:
+    """True when an archive's member names include an .onnx file."""
+    return any(name.lower().endswith(".onnx") for name in names)
+
+
+def extract_onnx_archive(path: Path, destination: Path, *, max_total_bytes: int,
+                         max_members: int = MAX_MEMBERS) -> Path:
+    """Extract the archive into `destination`; the path of its single .onnx file."""
+    destination.mkdir(parents=True, exist_ok=True)
+    members = list(_members(path))
+    _check_members(members, max_total_bytes, max_members)
+    written = 0
+    for member in members:
+        written += _extract(member, destination, max_total_bytes - written)
+    return destination / _single_onnx(members)
+
+
+def _members(path: Path) -> Iterator[Member]:
+    if zipfile.is_zipfile(path):
+        yield from _zip_members(path)
+    else:
+        yield from _tar_members(path)
+
+
+def _zip_members(path: Path) -> Iterator[Member]:
+    archive = zipfile.ZipFile(path)
+    for info in archive.infolist():
+        mode = info.external_attr >> 16
+        is_link = stat.S_ISLNK(mode)
+        yield Member(info.filename, info.file_size, info.is_dir(), not info.is_dir() and not is_link,
+                     lambda info=info: archive.open(info))
+
+
+def _tar_members(path: Path) -> Iterator[Member]:
+    try:
+        archive = tarfile.open(path, mode="r:*")
+    except (tarfile.TarError, OSError) as error:
+        raise ArchiveRefused("invalid_archive", "not a readable .zip or .tar archive") from error
+    for info in archive.getmembers():
+        yield Member(info.name, info.size, info.isdir(), info.isreg(),
+                     lambda info=info: archive.extractfile(info))
+
+
+def _check_members(members: list[Member], max_total_bytes: int, max_members: int) -> None:
+    if len(members) > max_members:
+        raise ArchiveRefused("archive_too_large", f"{len(members)} members; at most {max_members} are accepted")
+    if sum(member.size for member in members) > max_total_bytes:
+        raise ArchiveRefused("archive_too_large", f"extracts to more than {max_total_bytes} bytes")
+    for member in members:
+        safe_relative_path(member.name)
+        if not (member.is_dir or member.is_file):
+            raise ArchiveRefused("unsafe_archive", f"member {member.name!r} is a link or a device; only files")
+    _single_onnx(members)
+
+
+def safe_relative_path(name: str) -> PurePosixPath:
+    """The member name as a relative path that cannot leave its folder, or ArchiveRefused."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    if not name or path.is_absolute() or ".." in path.parts or ":" in path.parts[0]:
+        raise ArchiveRefused("unsafe_archive", f"member {name!r} has an absolute or escaping path")
+    return path
+
+
+def _single_onnx(members: list[Member]) -> PurePosixPath:
+    found = [safe_relative_path(m.name) for m in members if m.is_file and m.name.lower().endswith(".onnx")]
+    if len(found) != 1:
+        raise ArchiveRefused("invalid_archive", f"the archive must hold exactly one .onnx file; it holds {len(found)}")
+    return found[0]
+
+
+def _extract(member: Member, destination: Path, budget: int) -> int:
+    target = destination / safe_relative_path(member.name)
+    if member.is_dir:
+        target.mkdir(parents=True, exist_ok=True)
+        return 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with member.open() as source, target.open("wb") as sink:
+        return _copy_within(source, sink, budget, member.name)
+
+
+def _copy_within(source: BinaryIO, sink: BinaryIO, budget: int, name: str) -> int:
+    """Copy, counting real bytes: declared sizes in a crafted archive can lie."""
+    copied = 0
+    while chunk := source.read(CHUNK_BYTES):
+        copied += len(chunk)
+        if copied > budget:
+            raise ArchiveRefused("archive_too_large", f"member {name!r} extracts past the size limit")
+        sink.write(chunk)
+    return copied
+
+
+def remove_tree(folder: Path) -> None:
+    """Delete an extraction folder, ignoring one that is already gone."""
+    shutil.rmtree(folder, ignore_errors=True)
