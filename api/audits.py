@@ -12,7 +12,7 @@ from api import services
 from api.problems import Problem
 from api.views import audit_json, failure_problem, page_json
 from gradaudit.artifacts import ArtifactTooLarge
-from gradaudit.formats import UnsupportedFormat, sniff_format
+from gradaudit.formats import UnsupportedFormat, network_format, sniff_format
 from gradaudit.options import AuditOptions
 from gradaudit.queue import send_audit
 from gradaudit.report import build_report
@@ -66,7 +66,7 @@ def get_report(audit_id: str):
     with services().sessions() as db_session:
         audit = _finished(db_session, audit_id)
         layers = audit_rows.list_layers(db_session=db_session, audit_id=audit_id)
-        network = {"format": audit.artifact_format, "sha256": audit.artifact_sha256,
+        network = {"format": network_format(audit.artifact_format), "sha256": audit.artifact_sha256,
                    "parameters": audit.network_parameters, "layers": audit.network_layers}
         return build_report(audit_id=audit.id, network=network, setup=audit.setup,
                             layers=[layer.as_dict() for layer in layers],

@@ -12,6 +12,7 @@ import shutil
 import stat
 import tarfile
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterator
@@ -145,3 +146,18 @@ def _copy_within(source: BinaryIO, sink: BinaryIO, budget: int, name: str) -> in
 def remove_tree(folder: Path) -> None:
     """Delete an extraction folder, ignoring one that is already gone."""
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def opened_network(path: Path, artifact_format: str, work_dir: Path, *, max_total_bytes: int):
+    """Yield (network path, network format, external data folder); an archive is extracted into
+    work_dir for the duration and removed afterwards. External data is read from the .onnx file's
+    own folder, as onnx resolves relative locations."""
+    if artifact_format != "onnx_archive":
+        yield path, artifact_format, None
+        return
+    try:
+        onnx_path = extract_onnx_archive(path, work_dir, max_total_bytes=max_total_bytes)
+        yield onnx_path, "onnx", onnx_path.parent
+    finally:
+        remove_tree(work_dir)

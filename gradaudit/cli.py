@@ -139,7 +139,7 @@ def audit(path, inputs, input_shape, batch_size, seed, loss, fail_on, as_json) -
     from gradaudit.local import audit_file
 
     options = _options(input_shape, batch_size, seed, loss)
-    report, error = audit_file(path, options=options, inputs_path=inputs, device=_settings().device)
+    report, error = audit_file(path, options=options, inputs_path=inputs, settings=_settings())
     if error:
         _fail(*error)
     _print_report(report, as_json)

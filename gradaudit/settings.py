@@ -17,6 +17,7 @@ ENVIRONMENT_VARIABLES = {
     "CELERY_BROKER_URL": "broker_url",
     "GRADAUDIT_ARTIFACT_DIR": "artifact_dir",
     "GRADAUDIT_MAX_UPLOAD_MB": "max_upload_mb",
+    "GRADAUDIT_MAX_EXTRACTED_MB": "max_extracted_mb",
     "GRADAUDIT_SOFT_TIME_LIMIT_S": "soft_time_limit_s",
     "GRADAUDIT_HARD_TIME_LIMIT_S": "hard_time_limit_s",
     "GRADAUDIT_MAX_ATTEMPTS": "max_attempts",
@@ -37,6 +38,7 @@ class Settings(BaseModel):
     broker_url: str | None = None
     artifact_dir: Path | None = None
     max_upload_mb: int = Field(default=512, gt=0)
+    max_extracted_mb: int = Field(default=4096, gt=0)
     soft_time_limit_s: int = Field(default=900, gt=0)
     hard_time_limit_s: int = Field(default=960, gt=0)
     max_attempts: int = Field(default=3, ge=1)
@@ -74,6 +76,15 @@ class Settings(BaseModel):
     def max_upload_bytes(self) -> int:
         """The largest accepted request body."""
         return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def max_extracted_bytes(self) -> int:
+        """The most an uploaded archive may extract to."""
+        return self.max_extracted_mb * 1024 * 1024
+
+    def work_dir_for(self, audit_id: str) -> Path:
+        """The audit's own scratch folder, where an uploaded archive is extracted."""
+        return self.data_dir / "work" / audit_id
 
     @property
     def visibility_timeout_s(self) -> int:

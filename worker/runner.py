@@ -9,6 +9,7 @@ from typing import Callable
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from gradaudit.archives import ArchiveRefused, opened_network
 from gradaudit.options import AuditOptions
 from models import audits as audit_rows
 from models.audits import Claim
@@ -33,7 +34,7 @@ def execute_audit(audit_id: str, *, context: WorkerContext, run_engine: RunEngin
         job = _job(audit_id, context, db_session)
     # The session is closed: an audit can take minutes and must not hold a connection.
     with Heartbeat(context, audit_id, owner):
-        outcome = _run(job, run_engine, context.settings.device)
+        outcome = _run(job, run_engine, context.settings, audit_id)
     _store(context, audit_id, owner, outcome)
     return claim
 
@@ -54,12 +55,16 @@ def _job(audit_id: str, context: WorkerContext, db_session) -> dict:
                 options=AuditOptions.model_validate(audit.options), inputs_path=inputs)
 
 
-def _run(job: dict, run_engine: RunEngine, device: str) -> EngineResult | AuditError:
+def _run(job: dict, run_engine: RunEngine, settings, audit_id: str) -> EngineResult | AuditError:
     if not Path(job["path"]).exists():
         return AuditError("artifact_missing", "the uploaded file is no longer in the artifact store")
     try:
-        return run_engine(job["path"], options=job["options"], device=device, inputs_path=job["inputs_path"],
-                          network_format=job["network_format"])
+        with opened_network(job["path"], job["network_format"], settings.work_dir_for(audit_id),
+                            max_total_bytes=settings.max_extracted_bytes) as (path, network_format, data_dir):
+            return run_engine(path, options=job["options"], device=settings.device, inputs_path=job["inputs_path"],
+                              network_format=network_format, external_data_dir=data_dir)
+    except ArchiveRefused as refused:
+        return AuditError(refused.code, refused.detail)
     except AuditError as refused:
         return refused
     except SoftTimeLimitExceeded:

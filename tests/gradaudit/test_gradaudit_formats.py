@@ -71,7 +71,7 @@ def zipped(names: list[str]) -> bytes:
 @pytest.mark.parametrize("names", [["readme.txt"], ["net/code/__torch__.py"], ["weights/data.bin"], []],
                          ids=["text", "code-without-data", "other-data", "empty-zip"])
 def test_zip_that_is_not_torchscript(names):
-    with pytest.raises(UnsupportedFormat, match="not a TorchScript archive"):
+    with pytest.raises(UnsupportedFormat, match="neither a TorchScript archive nor holds an .onnx file"):
         sniff_format(io.BytesIO(zipped(names)))
 
 
