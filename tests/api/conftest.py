@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import warnings
 
 import pytest
 
@@ -48,7 +49,9 @@ def torchscript_bytes() -> bytes:
     import torch
 
     buffer = io.BytesIO()
-    torch.jit.save(torch.jit.script(_tiny_network()), buffer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated, yet users still upload its archives
+        torch.jit.save(torch.jit.script(_tiny_network()), buffer)
     return buffer.getvalue()
 
 
@@ -58,7 +61,9 @@ def onnx_bytes() -> bytes:
     import torch
 
     buffer = io.BytesIO()
-    torch.onnx.export(_tiny_network(), (torch.zeros(1, 4),), buffer, dynamo=False, input_names=["x"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter is deprecated, yet its files are common
+        torch.onnx.export(_tiny_network(), (torch.zeros(1, 4),), buffer, dynamo=False, input_names=["x"])
     return buffer.getvalue()
 
 

@@ -217,3 +217,8 @@ def test_file_over_the_limit_inside_the_request_limit(make_settings, sqlite_url)
     services = app.extensions["gradaudit"]
     assert stored_files(services.store.root) == []
     assert audit_count(services) == 0
+
+
+def test_truncated_onnx_is_unsupported_format(submit, services, onnx_bytes):
+    assert_problem(submit(onnx_bytes[: len(onnx_bytes) // 2], filename="cut.onnx"), 415, "unsupported_format")
+    assert stored_files(services.store.root) == []

@@ -17,7 +17,7 @@ def served(make_settings, sqlite_url):
     """The app on an ephemeral port; yields (base URL, app)."""
     app = create_app(make_settings(database_url=sqlite_url))
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}/", app
     server.shutdown()
