@@ -23,6 +23,7 @@ audits = Blueprint("audits", __name__, url_prefix="/v1/audits")
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 100
+MAX_AUDIT_ID = 32  # the width of audits.id
 
 
 @audits.post("")
@@ -83,7 +84,9 @@ def get_layers(audit_id: str):
 
 
 def _existing(db_session, audit_id: str):
-    audit = audit_rows.get_audit(db_session=db_session, audit_id=audit_id)
+    # PostgreSQL refuses a NUL byte in a query parameter: such an id (like an over-long one) names no audit.
+    storable = len(audit_id) <= MAX_AUDIT_ID and "\x00" not in audit_id
+    audit = audit_rows.get_audit(db_session=db_session, audit_id=audit_id) if storable else None
     if audit is None:
         raise Problem(404, "audit_not_found", "No such audit", f"there is no audit with id {audit_id!r}")
     return audit
