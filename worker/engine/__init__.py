@@ -35,14 +35,16 @@ def audit_network(
     device = resolve_device(device)
     network = load_network(Path(path), network_format, external_data_dir)
     inputs = build_inputs(network.inputs, options, Path(inputs_path) if inputs_path else None)
+    reference = _onnxruntime_reference(network, inputs)  # before the probe: onnxruntime's weights are gone by then
     module = _trainable_on(network.module, device)
     probe = run_probe(module, [t.to(device) for t in inputs.values()], loss=options.loss, seed=options.seed)
+    parity = _parity(reference, probe)
     layers, weight_nonfinite = layer_stats(module, network.layers)
     findings = diagnose(layers, loss_finite=probe.loss_value is not None, op_counts=network.op_counts,
                         weight_nonfinite=weight_nonfinite)
     return EngineResult(
         network={"format": network.format, "parameters": sum(s.parameters for s in layers), "layers": len(layers)},
-        setup=_setup(network, inputs, probe, options, device),
+        setup={**_setup(network, inputs, probe, options, device), **parity},
         layers=layers,
         findings=findings,
         verdict=verdict(findings),
@@ -72,8 +74,6 @@ def _setup(network: LoadedNetwork, inputs: dict[str, torch.Tensor], probe: Probe
         "mode": "eval",
         **network.notes,
     }
-    if network.onnx_bytes is not None:
-        setup.update(_ort_setup(network, inputs, probe))
     return setup
 
 
@@ -83,9 +83,18 @@ def _output_name(network: LoadedNetwork, index: int) -> str:
     return f"output[{index}]"
 
 
-def _ort_setup(network: LoadedNetwork, inputs: dict[str, torch.Tensor], probe: Probe) -> dict:
-    from worker.engine.ort_check import onnxruntime_max_abs_diff
+def _onnxruntime_reference(network: LoadedNetwork, inputs: dict[str, torch.Tensor]):
+    if network.source_path is None:
+        return None
+    from worker.engine.ort_check import onnxruntime_outputs
 
-    diff, why = onnxruntime_max_abs_diff(network.onnx_bytes, inputs, probe.output_index, probe.output)
-    return {"onnxruntime_max_abs_diff": diff} if why is None else {"onnxruntime_max_abs_diff": None,
-                                                                    "onnxruntime_error": why}
+    return onnxruntime_outputs(network.source_path, inputs)
+
+
+def _parity(reference, probe: Probe) -> dict:
+    """onnxruntime parity entries for setup (ONNX only); AuditError('conversion_mismatch') above tolerance."""
+    if reference is None:
+        return {}
+    from worker.engine.ort_check import parity_setup
+
+    return parity_setup(*reference, probe.output_index, probe.output)

@@ -31,6 +31,17 @@ class Layer:
     parameter_names: list[str]
 
 
+@dataclass(frozen=True)
+class NodeInfo:
+    """One converted ONNX node: name, op type, topological position, the root attribute that runs it."""
+
+    name: str
+    op_type: str
+    depth: int
+    module_path: str  # a direct child of the root: dict(module.named_modules())[module_path]; may contain dots
+    layout_only: bool = False  # Reshape, Transpose, Identity, ...: moves data, computes nothing
+
+
 @dataclass
 class LoadedNetwork:
     """A torch module ready to probe, with its inputs, layers and counts of telling ops."""
@@ -42,7 +53,8 @@ class LoadedNetwork:
     op_counts: dict[str, int] = field(default_factory=dict)  # normalised op names: {"sigmoid": 11, "batch_norm": 2}
     output_names: list[str] = field(default_factory=list)
     notes: dict = field(default_factory=dict)  # format-specific facts for the report's setup
-    onnx_bytes: bytes | None = None
+    nodes: list[NodeInfo] = field(default_factory=list)  # ONNX only: every node, in topological order
+    source_path: Path | None = None  # ONNX only: the file onnxruntime re-reads for the parity check
 
 
 def detect_format(path: Path) -> str:

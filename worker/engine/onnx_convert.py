@@ -1,0 +1,145 @@
+"""Convert a prepared ONNX graph with onnx2pytorch and leave one hookable, trainable copy of its weights."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import onnx
+import torch
+from onnx2pytorch import ConvertModel
+from onnx2pytorch.constants import COMPOSITE_LAYERS, STANDARD_LAYERS
+from onnx2pytorch.convert.operations import get_buffer_name
+
+from worker.engine.errors import AuditError, one_line
+from worker.engine.load import NodeInfo
+from worker.engine.onnx_prepare import prepare
+
+# Ops that only move or relabel data; instrumentation may skip them.
+LAYOUT_OPS = frozenset({
+    "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Shape", "Size", "Constant",
+    "ConstantOfShape", "Cast", "CastLike", "Expand", "Range",
+})
+
+
+class Concat(torch.nn.Module):
+    """ONNX Concat as a module, so hooks see it (onnx2pytorch leaves a bare functools.partial)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return torch.cat(tensors, dim=self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+@dataclass(frozen=True)
+class ConvertedNetwork:
+    """The torch network, its nodes in order, promoted initializers (name -> attribute), warnings."""
+
+    module: ConvertModel
+    nodes: list[NodeInfo]
+    promoted: dict[str, str]
+    warnings: list[str]
+
+
+def convert_onnx(proto: onnx.ModelProto) -> ConvertedNetwork:
+    """Prepare a copy of proto, convert it, and finish the module (eval, Concat, parameters, one copy)."""
+    prepared, recurrent_states = prepare(proto)
+    module, caught = _convert(prepared)
+    _modularise_concat(module)
+    graph = module.onnx_model.graph
+    promoted = _promote_read_initializers(module, graph, exclude=recurrent_states)
+    _drop_unread_buffers(module, graph)
+    nodes = [NodeInfo(n.name, n.op_type, depth, module.mapping[n.output[0]], n.op_type in LAYOUT_OPS)
+             for depth, n in enumerate(graph.node)]
+    del graph.initializer[:]  # forward reads the module's tensors; the proto's copies would be dead weight
+    return ConvertedNetwork(module.eval(), nodes, promoted, caught)
+
+
+def _convert(proto: onnx.ModelProto) -> tuple[ConvertModel, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            module = ConvertModel(proto)
+        except NotImplementedError as exc:
+            raise AuditError("unsupported_operator", _unsupported_detail(exc)) from None
+        except Exception as exc:
+            raise AuditError("conversion_failed", one_line(exc)) from None
+    notes = sorted({str(w.message)[:200] for w in caught if issubclass(w.category, RuntimeWarning)})
+    return module, notes
+
+
+def _unsupported_detail(exc: NotImplementedError) -> str:
+    match = re.search(r"op_type=(\w+)", str(exc))
+    if match:
+        return f"operator '{match.group(1)}' is not supported by the ONNX-to-torch converter"
+    return f"not supported by the ONNX-to-torch converter: {one_line(exc, 250)}"
+
+
+def _modularise_concat(module: ConvertModel) -> None:
+    for name in module.mapping.values():
+        op = getattr(module, name)
+        if isinstance(op, partial) and op.func is torch.cat:
+            setattr(module, name, Concat(op.keywords.get("dim", 0)))
+
+
+def _reads_initializers(op) -> bool:
+    """Whether ConvertModel.forward feeds this op the graph's initializers (not only activations)."""
+    if isinstance(op, STANDARD_LAYERS):
+        return False
+    return not (isinstance(op, COMPOSITE_LAYERS) and any(isinstance(m, STANDARD_LAYERS) for m in op.modules()))
+
+
+def _initializers_read(module: ConvertModel, graph: onnx.GraphProto) -> list[str]:
+    """Initializer names forward hands to some op, in node order (subgraph bodies read from the root too)."""
+    initializers = {t.name for t in graph.initializer}
+    read = [name for n in graph.node if _reads_initializers(getattr(module, module.mapping[n.output[0]]))
+            for name in n.input if name in initializers]
+    read += [name for name in _subgraph_inputs(graph) if name in initializers]
+    return list(dict.fromkeys(read))
+
+
+def _subgraph_inputs(graph: onnx.GraphProto) -> list[str]:
+    names = []
+    for node in graph.node:
+        for attribute in node.attribute:
+            for body in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+                names += [name for inner in body.node for name in inner.input] + _subgraph_inputs(body)
+    return names
+
+
+def _promote_read_initializers(module: ConvertModel, graph: onnx.GraphProto, exclude: set[str]) -> dict[str, str]:
+    """Turn float initializers that forward reads into parameters; return initializer name -> attribute."""
+    trainable = {t.name for t in graph.initializer if _is_trainable(t)} - exclude
+    promoted: dict[str, str] = {}
+    for name in _initializers_read(module, graph):
+        attribute = get_buffer_name(name)
+        if name in trainable and attribute in module._buffers:
+            tensor = module._buffers.pop(attribute)
+            module.register_parameter(attribute, torch.nn.Parameter(tensor))
+            promoted[name] = attribute
+    return promoted
+
+
+def _is_trainable(tensor: onnx.TensorProto) -> bool:
+    # Scalars are exporter constants (eps, exponents, scales), not weights anyone trains.
+    is_float = tensor.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
+    return is_float and int(np.prod(tensor.dims)) > 1
+
+
+def _drop_unread_buffers(module: ConvertModel, graph: onnx.GraphProto) -> None:
+    """Delete root buffers forward never reads: the converter already copied them into a layer."""
+    read = {get_buffer_name(name) for name in _initializers_read(module, graph)}
+    for tensor in graph.initializer:
+        attribute = get_buffer_name(tensor.name)
+        if attribute not in read:
+            module._buffers.pop(attribute, None)
+            if attribute in module.__dict__:  # string tensors are stored as plain numpy attributes
+                delattr(module, attribute)

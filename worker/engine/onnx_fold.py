@@ -1,0 +1,105 @@
+"""Fold the parts of an ONNX graph that do not depend on its inputs into initializers, before conversion."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+# Folding these would freeze one draw of a random source into a weight.
+_NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli",
+                     "Multinomial", "Dropout"}
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def fold_constants(graph: onnx.GraphProto, opsets: dict[str, int]) -> None:
+    """Replace every node whose inputs are all constants by initializers holding its outputs."""
+    known = {t.name: t for t in graph.initializer}
+    protected = {o.name for o in graph.output}
+    kept = []
+    for node in graph.node:
+        folded = _folded_outputs(node, known, protected, opsets)
+        if folded is None:
+            kept.append(node)
+            continue
+        for tensor in folded:
+            known[tensor.name] = tensor
+            graph.initializer.append(tensor)
+    _replace_nodes(graph, kept)
+    drop_unused_initializers(graph)
+
+
+def _folded_outputs(node: onnx.NodeProto, known: dict, protected: set[str],
+                    opsets: dict[str, int]) -> list[onnx.TensorProto] | None:
+    if not _foldable(node, known, protected):
+        return None
+    feeds = {name: numpy_helper.to_array(known[name]) for name in node.input if name}
+    try:
+        results = ReferenceEvaluator(node, opsets=opsets).run(None, feeds)
+    except Exception:
+        return None  # the converter may still handle it; the parity check has the last word
+    if not all(isinstance(r, np.ndarray) for r in results):
+        return None
+    return [numpy_helper.from_array(np.asarray(r), name) for name, r in zip(node.output, results) if name]
+
+
+def _foldable(node: onnx.NodeProto, known: dict, protected: set[str]) -> bool:
+    if node.domain not in _DEFAULT_DOMAINS or node.op_type in _NONDETERMINISTIC:
+        return False
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+        return False
+    # A graph output must stay a node output: the converter collects outputs from what nodes produced.
+    if any(name in protected for name in node.output):
+        return False
+    return all(name in known for name in node.input if name)
+
+
+def alias_initializer_identities(graph: onnx.GraphProto) -> None:
+    """Let nodes read initializers directly where the exporter routed them through Identity.
+
+    The legacy exporter does this with do_constant_folding=False, and the converter only gives a Conv or
+    Gemm its weights when they are initializers; through an Identity it would keep random ones.
+    """
+    initializers = {t.name for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    aliases = {n.output[0]: n.input[0] for n in graph.node
+               if n.op_type == "Identity" and n.input[0] in initializers and n.output[0] not in outputs}
+    kept = [n for n in graph.node if not (n.op_type == "Identity" and n.output[0] in aliases)]
+    for node in kept:
+        node.input[:] = [aliases.get(name, name) for name in node.input]
+    _replace_nodes(graph, kept)
+
+
+def drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    """Remove initializers no node, subgraph or graph output reads, and their graph.input entries."""
+    used = _names_read(graph) | {o.name for o in graph.output}
+    unused = {t.name for t in graph.initializer} - used
+    if not unused:
+        return
+    kept = [t for t in graph.initializer if t.name not in unused]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    inputs = [v for v in graph.input if v.name not in unused]
+    del graph.input[:]
+    graph.input.extend(inputs)
+
+
+def _names_read(graph: onnx.GraphProto) -> set[str]:
+    names = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attribute in node.attribute:
+            for body in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+                names |= _names_read(body)
+    return names
+
+
+def _replace_nodes(graph: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> None:
+    if len(nodes) == len(graph.node):
+        return
+    copies = [onnx.NodeProto() for _ in nodes]
+    for copy_, node in zip(copies, nodes):
+        copy_.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)

@@ -1,0 +1,122 @@
+"""Rewrite a copy of an ONNX graph into the shape onnx2pytorch converts faithfully, or refuse it by name."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import functools
+import inspect
+
+import onnx
+from onnx2pytorch.convert import operations as converter_operations
+
+from worker.engine.errors import AuditError
+from worker.engine.onnx_fold import alias_initializer_identities, drop_unused_initializers, fold_constants
+
+# Recurrent ops and the input positions of their initial states (ONNX operator spec).
+_RECURRENT_STATES = {"LSTM": (5, 6), "GRU": (5,), "RNN": (5,)}
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def prepare(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, set[str]]:
+    """A rewritten deep copy ready for ConvertModel, and the names of routed recurrent initial states."""
+    prepared = copy.deepcopy(proto)  # conversion mutates its input (it fuses MatMul+Add)
+    graph = prepared.graph
+    _name_nodes(graph)
+    alias_initializer_identities(graph)
+    fold_constants(graph, _opsets(prepared))
+    refuse_unsupported(graph)  # after folding: an op only used to build weights no longer matters
+    states = _route_initializers(graph, _recurrent_state_inputs)
+    _route_initializers(graph, _matmul_inputs_not_a_weight)
+    drop_unused_initializers(graph)
+    return prepared, states
+
+
+@functools.cache
+def converted_op_types() -> frozenset[str]:
+    """The op types onnx2pytorch's dispatch names explicitly (anything else it guesses from torch)."""
+    tree = ast.parse(inspect.getsource(converter_operations.convert_operations))
+    return frozenset(
+        node.comparators[0].value for node in ast.walk(tree)
+        if isinstance(node, ast.Compare) and _is_op_type(node.left) and isinstance(node.ops[0], ast.Eq)
+        and isinstance(node.comparators[0], ast.Constant)
+    )
+
+
+def _is_op_type(expression: ast.expr) -> bool:
+    return isinstance(expression, ast.Attribute) and expression.attr == "op_type"
+
+
+def refuse_unsupported(graph: onnx.GraphProto) -> None:
+    """AuditError('unsupported_operator') naming the first op the converter would only guess at."""
+    for node in _all_nodes(graph):
+        if node.domain not in _DEFAULT_DOMAINS:
+            raise AuditError("unsupported_operator",
+                             f"operator '{node.op_type}' of domain '{node.domain}' is not supported "
+                             "by the ONNX-to-torch converter")
+        if node.op_type not in converted_op_types():
+            raise AuditError("unsupported_operator",
+                             f"operator '{node.op_type}' is not supported by the ONNX-to-torch converter")
+
+
+def _all_nodes(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for body in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+                yield from _all_nodes(body)
+
+
+def _name_nodes(graph: onnx.GraphProto) -> None:
+    taken = {node.name for node in graph.node if node.name}
+    for index, node in enumerate(graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{index}"
+            while node.name in taken:
+                node.name += "_"
+            taken.add(node.name)
+
+
+def _opsets(proto: onnx.ModelProto) -> dict[str, int]:
+    return {("" if imp.domain == "ai.onnx" else imp.domain): imp.version for imp in proto.opset_import}
+
+
+def _recurrent_state_inputs(node: onnx.NodeProto, initializers: dict) -> list[int]:
+    # The converter refuses initial_h/initial_c initializers but takes them as activations.
+    positions = _RECURRENT_STATES.get(node.op_type, ())
+    return [i for i in positions if i < len(node.input) and node.input[i] in initializers]
+
+
+def _matmul_inputs_not_a_weight(node: onnx.NodeProto, initializers: dict) -> list[int]:
+    """MatMul inputs the converter would misread as a Linear weight.
+
+    It turns the first initializer it finds into nn.Linear(x) = x @ W, which is only right for a 2-D
+    initializer in second position; anything else must reach its generic MatMul as an activation.
+    """
+    if node.op_type != "MatMul":
+        return []
+    weights = [i for i, name in enumerate(node.input) if name in initializers]
+    if weights == [1] and len(initializers[node.input[1]].dims) == 2:
+        return []
+    return weights
+
+
+def _route_initializers(graph: onnx.GraphProto, positions) -> set[str]:
+    """Feed the chosen initializer inputs through a new Identity node; return the initializers routed."""
+    initializers = {t.name: t for t in graph.initializer}
+    routed, nodes = set(), []
+    for node in graph.node:
+        for index in positions(node, initializers):
+            name = node.input[index]
+            alias = f"{name}__to_{node.name}_{index}"
+            nodes.append(onnx.helper.make_node("Identity", [name], [alias], name=alias))
+            node.input[index] = alias
+            routed.add(name)
+        nodes.append(node)
+    if routed:
+        copies = [onnx.NodeProto() for _ in nodes]
+        for copy_, node in zip(copies, nodes):
+            copy_.CopyFrom(node)
+        del graph.node[:]
+        graph.node.extend(copies)
+    return routed
