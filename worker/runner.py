@@ -35,7 +35,12 @@ def execute_audit(audit_id: str, *, context: WorkerContext, run_engine: RunEngin
     # The session is closed: an audit can take minutes and must not hold a connection.
     with Heartbeat(context, audit_id, owner):
         outcome = _run(job, run_engine, context.settings, audit_id)
-    _store(context, audit_id, owner, outcome)
+    try:
+        _store(context, audit_id, owner, outcome)
+    except Exception:
+        # A report the database refuses must not look like a dead worker and be retried forever.
+        log.exception("storing the result of audit %s failed", audit_id)
+        _store(context, audit_id, owner, AuditError("internal_error", "storing the audit's report failed; logged"))
     return claim
 
 

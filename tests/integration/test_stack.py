@@ -121,3 +121,25 @@ def _owner_pid(stack, audit_id: str) -> int:
     sessions = make_session_factory(make_engine(stack.settings.sqlalchemy_url))
     with sessions() as db_session:
         return int(get_audit(db_session=db_session, audit_id=audit_id).claimed_by.rpartition(":")[2])
+
+
+def test_an_archive_with_external_weights_audits_through_the_stack(stack, tmp_path):
+    import zipfile
+
+    import onnx
+
+    plain = save_onnx(mlp(depth=2, activation=nn.ReLU), tmp_path / "plain.onnx")
+    onnx.save_model(onnx.load(str(plain)), str(tmp_path / "net.onnx"), save_as_external_data=True,
+                    location="net.onnx.data", size_threshold=0)
+    archive = tmp_path / "net.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.write(tmp_path / "net.onnx", "net.onnx")
+        bundle.write(tmp_path / "net.onnx.data", "net.onnx.data")
+    stack.start_worker()
+
+    audit_id = stack.submit(archive)
+    audit = stack.wait_for(audit_id, ("succeeded", "failed"))
+
+    assert audit["status"] == "succeeded", (audit.get("error"), stack.logs())
+    assert stack.client.get(f"/v1/audits/{audit_id}/report").json["network"]["format"] == "onnx"
+    assert not stack.settings.work_dir_for(audit_id).exists()  # the extraction folder is cleaned up

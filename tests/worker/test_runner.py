@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import pytest
@@ -128,3 +129,17 @@ def test_a_result_is_dropped_when_another_worker_took_the_audit_over(context, mo
 def test_the_engine_error_type_carries_code_and_detail():
     error = AuditError("invalid_onnx", "graph has no nodes")
     assert (error.code, error.detail) == ("invalid_onnx", "graph has no nodes")
+
+
+def test_a_result_the_database_refuses_fails_the_audit_instead_of_retrying_it(context):
+    audit_id = _queued_audit(context, {"input_shapes": {"x": [2, 4]}})
+
+    def engine_with_an_unstorable_layer(*args, **kwargs):
+        result = audit_network(*args, **kwargs)
+        broken = dataclasses.replace(result.layers[0], name=None)  # NOT NULL column
+        return dataclasses.replace(result, layers=[broken])
+
+    execute_audit(audit_id, context=context, run_engine=engine_with_an_unstorable_layer)
+
+    audit, layers = _row(context, audit_id)
+    assert (audit.status, audit.error_code, layers) == ("failed", "internal_error", [])
