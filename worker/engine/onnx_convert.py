@@ -16,6 +16,7 @@ from onnx2pytorch.convert.operations import get_buffer_name
 
 from worker.engine.errors import AuditError, one_line
 from worker.engine.load import NodeInfo
+from worker.engine.onnx_ops import runtime_module
 from worker.engine.onnx_prepare import prepare
 
 # Ops that only move or relabel data; instrumentation may skip them.
@@ -51,11 +52,12 @@ class ConvertedNetwork:
 
 def convert_onnx(proto: onnx.ModelProto) -> ConvertedNetwork:
     """Prepare a copy of proto, convert it, and finish the module (eval, Concat, parameters, one copy)."""
-    prepared, recurrent_states = prepare(proto)
-    module, caught = _convert(prepared)
+    prepared = prepare(proto)
+    module, caught = _convert(prepared.proto)
     _modularise_concat(module)
+    _swap_in_runtime_modules(module, prepared.runtime_nodes)
     graph = module.onnx_model.graph
-    promoted = _promote_read_initializers(module, graph, exclude=recurrent_states)
+    promoted = _promote_read_initializers(module, graph, exclude=prepared.recurrent_states)
     _drop_unread_buffers(module, graph)
     nodes = [NodeInfo(n.name, n.op_type, depth, module.mapping[n.output[0]], n.op_type in LAYOUT_OPS)
              for depth, n in enumerate(graph.node)]
@@ -88,6 +90,19 @@ def _modularise_concat(module: ConvertModel) -> None:
         op = getattr(module, name)
         if isinstance(op, partial) and op.func is torch.cat:
             setattr(module, name, Concat(op.keywords.get("dim", 0)))
+
+
+def _swap_in_runtime_modules(module: ConvertModel, originals: dict[str, onnx.NodeProto]) -> None:
+    """Replace each placeholder by our module for the original node, named and typed as the original."""
+    for node in module.onnx_model.graph.node:
+        original = originals.get(node.output[0])
+        if original is None:
+            continue
+        delattr(module, module.mapping[node.output[0]])
+        name = f"{original.op_type}_{node.output[0]}"
+        setattr(module, name, runtime_module(original))
+        module.mapping[node.output[0]] = name
+        node.op_type = original.op_type
 
 
 def _reads_initializers(op) -> bool:

@@ -7,19 +7,32 @@ import copy
 import functools
 import inspect
 
+from dataclasses import dataclass
+
 import onnx
 from onnx2pytorch.convert import operations as converter_operations
 
 from worker.engine.errors import AuditError
 from worker.engine.onnx_fold import alias_initializer_identities, drop_unused_initializers, fold_constants
 
+# A placeholder onnx2pytorch turns into a plain module fed every input; we swap in our own after conversion.
+PLACEHOLDER_OP = "Sum"
 # Recurrent ops and the input positions of their initial states (ONNX operator spec).
 _RECURRENT_STATES = {"LSTM": (5, 6), "GRU": (5,), "RNN": (5,)}
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
-def prepare(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, set[str]]:
-    """A rewritten deep copy ready for ConvertModel, and the names of routed recurrent initial states."""
+@dataclass(frozen=True)
+class Prepared:
+    """The rewritten copy, routed recurrent initial states, and nodes left for our own modules by output."""
+
+    proto: onnx.ModelProto
+    recurrent_states: set[str]
+    runtime_nodes: dict[str, onnx.NodeProto]
+
+
+def prepare(proto: onnx.ModelProto) -> Prepared:
+    """A rewritten deep copy ready for ConvertModel."""
     prepared = copy.deepcopy(proto)  # conversion mutates its input (it fuses MatMul+Add)
     graph = prepared.graph
     _name_nodes(graph)
@@ -29,7 +42,7 @@ def prepare(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, set[str]]:
     states = _route_initializers(graph, _recurrent_state_inputs)
     _route_initializers(graph, _matmul_inputs_not_a_weight)
     drop_unused_initializers(graph)
-    return prepared, states
+    return Prepared(prepared, states, _hold_out_runtime_weight_nodes(graph))
 
 
 @functools.cache
@@ -120,3 +133,26 @@ def _route_initializers(graph: onnx.GraphProto, positions) -> set[str]:
         del graph.node[:]
         graph.node.extend(copies)
     return routed
+
+
+def _hold_out_runtime_weight_nodes(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    """Turn nodes whose weights are not initializers into placeholders; return the originals by output."""
+    initializers = {t.name for t in graph.initializer}
+    held = {}
+    for node in graph.node:
+        if _needs_runtime_weights(node, initializers):
+            original = onnx.NodeProto()
+            original.CopyFrom(node)
+            held[node.output[0]] = original
+            node.op_type = PLACEHOLDER_OP
+    return held
+
+
+def _needs_runtime_weights(node: onnx.NodeProto, initializers: set[str]) -> bool:
+    inputs = list(node.input) + ["", ""]
+    bias_computed = inputs[2] != "" and inputs[2] not in initializers
+    if node.op_type in ("Conv", "ConvTranspose"):
+        return inputs[1] not in initializers or bias_computed
+    if node.op_type == "Gemm":
+        return inputs[0] in initializers or inputs[1] not in initializers or bias_computed
+    return False

@@ -1,0 +1,120 @@
+"""Our own modules for ONNX ops onnx2pytorch only converts with constant weights (Conv, ConvTranspose, Gemm).
+
+onnx2pytorch builds nn.Conv2d/nn.Linear from initializers at conversion time; when a weight is a graph
+input or computed (backend node tests, weight-sharing exports) it fails. These modules take every input at
+run time, following the ONNX operator spec.
+"""
+
+from __future__ import annotations
+
+import math
+
+import onnx
+import torch
+import torch.nn.functional as F
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+def attributes(node: onnx.NodeProto) -> dict:
+    """The node's attributes as Python values (strings decoded)."""
+    values = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
+
+
+class Gemm(torch.nn.Module):
+    """Y = alpha * A' @ B' + beta * C, A' and B' optionally transposed."""
+
+    def __init__(self, alpha: float = 1.0, beta: float = 1.0, transA: int = 0, transB: int = 0):
+        super().__init__()
+        self.alpha, self.beta, self.trans_a, self.trans_b = alpha, beta, transA, transB
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        a = a.t() if self.trans_a else a
+        b = b.t() if self.trans_b else b
+        y = self.alpha * (a @ b)
+        return y if c is None else y + self.beta * c
+
+
+class Conv(torch.nn.Module):
+    """ONNX Conv with weight (and bias) as inputs: strides, dilations, group, pads or auto_pad."""
+
+    def __init__(self, strides=None, dilations=None, group: int = 1, pads=None, auto_pad: str = "NOTSET",
+                 kernel_shape=None):
+        super().__init__()
+        self.strides, self.dilations, self.group = strides, dilations, group
+        self.pads, self.auto_pad = pads, auto_pad
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        rank = weight.dim() - 2
+        strides, dilations = self.strides or [1] * rank, self.dilations or [1] * rank
+        kernel = weight.shape[2:]
+        pads = self._pads(x.shape[2:], kernel, strides, dilations)
+        x = F.pad(x, _torch_pad_order(pads))
+        return _CONV[rank](x, weight, bias, stride=strides, dilation=dilations, groups=self.group)
+
+    def _pads(self, sizes, kernel, strides, dilations) -> list[int]:
+        rank = len(sizes)
+        if self.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            totals = [max(0, (math.ceil(n / s) - 1) * s + (k - 1) * d + 1 - n)
+                      for n, k, s, d in zip(sizes, kernel, strides, dilations)]
+            return _split_total(totals, upper=self.auto_pad == "SAME_UPPER")
+        if self.auto_pad == "VALID":
+            return [0] * (2 * rank)
+        return list(self.pads or [0] * (2 * rank))
+
+
+class ConvTranspose(torch.nn.Module):
+    """ONNX ConvTranspose with weight (and bias) as inputs, computed unpadded then cropped to the spec's shape."""
+
+    def __init__(self, strides=None, dilations=None, group: int = 1, pads=None, auto_pad: str = "NOTSET",
+                 output_padding=None, output_shape=None, kernel_shape=None):
+        super().__init__()
+        self.strides, self.dilations, self.group = strides, dilations, group
+        self.pads, self.auto_pad = pads, auto_pad
+        self.output_padding, self.output_shape = output_padding, output_shape
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        rank = weight.dim() - 2
+        strides, dilations = self.strides or [1] * rank, self.dilations or [1] * rank
+        full = _CONV_TRANSPOSE[rank](x, weight, None, stride=strides, dilation=dilations, groups=self.group)
+        extra = self.output_padding or [0] * rank
+        pads = self._pads(x.shape[2:], weight.shape[2:], strides, dilations, extra)
+        # Unpadded output, plus output_padding zeros at the end, minus pads on each side.
+        crop = [p for i in reversed(range(rank)) for p in (-pads[i], extra[i] - pads[rank + i])]
+        y = F.pad(full, crop)
+        return y if bias is None else y + bias.reshape(1, -1, *[1] * rank)
+
+    def _pads(self, sizes, kernel, strides, dilations, extra) -> list[int]:
+        rank = len(sizes)
+        target = self.output_shape
+        if target is None and self.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            target = [n * s for n, s in zip(sizes, strides)]
+        if target is None:
+            return list(self.pads or [0] * (2 * rank))
+        target = list(target)[-rank:]
+        totals = [s * (n - 1) + e + (k - 1) * d + 1 - t
+                  for n, k, s, d, e, t in zip(sizes, kernel, strides, dilations, extra, target)]
+        return _split_total(totals, upper=self.auto_pad == "SAME_UPPER")
+
+
+def _split_total(totals: list[int], *, upper: bool) -> list[int]:
+    """ONNX pads [begins..., ends...] from total padding; SAME_UPPER puts the odd one at the end."""
+    small = [t // 2 for t in totals]
+    large = [t - t // 2 for t in totals]
+    return small + large if upper else large + small
+
+
+def _torch_pad_order(pads: list[int]) -> list[int]:
+    """ONNX [b1, b2, ..., e1, e2, ...] -> F.pad's (b_last, e_last, ..., b1, e1)."""
+    rank = len(pads) // 2
+    return [p for i in reversed(range(rank)) for p in (pads[i], pads[rank + i])]
+
+
+RUNTIME_WEIGHT_OPS = {"Gemm": Gemm, "Conv": Conv, "ConvTranspose": ConvTranspose}
+
+
+def runtime_module(node: onnx.NodeProto) -> torch.nn.Module:
+    """Our module for a node whose weights arrive at run time."""
+    return RUNTIME_WEIGHT_OPS[node.op_type](**attributes(node))
