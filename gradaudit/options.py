@@ -18,6 +18,8 @@ class AuditOptions(BaseModel):
     batch_size: int = Field(default=8, ge=1, le=4096)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     loss: LossName = "auto"
+    # Synthetic batches probed (seeds seed, seed+1, ...); an uploaded .npz is always the one batch.
+    batches: int = Field(default=3, ge=1, le=64)
 
     @field_validator("input_shapes")
     @classmethod

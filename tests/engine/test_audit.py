@@ -15,6 +15,11 @@ from tests.engine.conftest import export_onnx, mlp, save_torchscript, token_netw
 from worker.engine import audit_network
 
 
+def weight_layers(result) -> list:
+    """The layers that own parameters (the report also lists parameter-free ones such as ReLU)."""
+    return [s for s in result.layers if s.parameters > 0]
+
+
 def test_torchscript_stats_match_plain_torch(tmp_path, mlp_script):
     x = torch.randn(5, 6, generator=torch.Generator().manual_seed(1))
     np.savez(tmp_path / "batch.npz", input=x.numpy())
@@ -22,7 +27,7 @@ def test_torchscript_stats_match_plain_torch(tmp_path, mlp_script):
                            inputs_path=tmp_path / "batch.npz")
     network = mlp()
     network(x).sum().backward()
-    for stats, index in zip(result.layers, (0, 2, 4)):
+    for stats, index in zip(weight_layers(result), (0, 2, 4)):
         linear = network[index]
         grads = torch.cat([linear.weight.grad.flatten(), linear.bias.grad.flatten()]).double()
         weights = torch.cat([linear.weight.flatten(), linear.bias.flatten()]).double()
@@ -42,8 +47,8 @@ def test_onnx_and_torchscript_give_the_same_gradients(mlp_onnx, mlp_script):
     from_onnx = audit_network(mlp_onnx, options=options, device="cpu")
     from_script = audit_network(mlp_script, options=AuditOptions(input_shapes={"input": [8, 6]}, seed=4),
                                 device="cpu")
-    assert [s.grad_norm for s in from_onnx.layers] == pytest.approx([s.grad_norm for s in from_script.layers],
-                                                                    rel=1e-4)
+    assert [s.grad_norm for s in weight_layers(from_onnx)] == pytest.approx(
+        [s.grad_norm for s in weight_layers(from_script)], rel=1e-4)
     assert from_onnx.setup["loss"] == from_script.setup["loss"] == "cross_entropy"
     assert from_onnx.setup["onnxruntime_max_abs_diff"] < 1e-4
 
@@ -52,12 +57,12 @@ def test_token_lstm_network_same_gradients_in_both_formats(tmp_path):
     onnx_path = export_onnx(token_network(), torch.randint(0, 50, (2, 5)), tmp_path / "tok.onnx", name="tokens",
                             dynamic={0: "b"})
     script_path = save_torchscript(token_network(), tmp_path / "tok.pt")
-    options = AuditOptions(input_shapes={"tokens": [4, 5]})
+    options = AuditOptions(input_shapes={"tokens": [4, 5]}, batches=1)
     from_onnx = audit_network(onnx_path, options=options, device="cpu")
     from_script = audit_network(script_path, options=options, device="cpu")
-    assert [s.kind for s in from_onnx.layers] == ["Gather", "LSTM", "Gemm"]
-    assert [s.grad_norm for s in from_onnx.layers] == pytest.approx([s.grad_norm for s in from_script.layers],
-                                                                    rel=1e-4)
+    assert [s.kind for s in weight_layers(from_onnx)] == ["Gather", "LSTM", "Gemm"]
+    assert [s.grad_norm for s in weight_layers(from_onnx)] == pytest.approx(
+        [s.grad_norm for s in weight_layers(from_script)], rel=1e-4)
     assert from_onnx.layers[0].grad_zero_fraction > 0.5  # 4x5 tokens touch few of the 50 embedding rows
 
 
@@ -80,7 +85,8 @@ def test_dynamic_batch_takes_options_batch_size_and_setup_is_complete(mlp_onnx):
     assert result.setup["input_shapes"] == {"x": [5, 6]}
     assert {"device", "batch_size", "seed", "loss", "input_shapes", "output"} <= set(result.setup)
     assert result.setup["loss"] == "mse" and result.setup["device"] == "cpu"
-    assert result.network == {"format": "onnx", "parameters": 6 * 16 + 16 + 16 * 16 + 16 + 16 * 4 + 4, "layers": 3}
+    # Gemm, Relu, Gemm, Relu, Gemm: parameter-free layers count too.
+    assert result.network == {"format": "onnx", "parameters": 6 * 16 + 16 + 16 * 16 + 16 + 16 * 4 + 4, "layers": 5}
 
 
 def test_auto_loss_falls_back_to_mse_for_a_single_column(tmp_path):
@@ -125,6 +131,6 @@ def test_cnn_with_batchnorm_matches_torchscript_and_onnxruntime(tmp_path):
     from_script = audit_network(script_path, options=AuditOptions(input_shapes={"input": [4, 3, 8, 8]}),
                                 device="cpu")
     assert from_onnx.setup["onnxruntime_max_abs_diff"] < 1e-4
-    assert [s.kind for s in from_script.layers] == ["Conv2d", "BatchNorm2d", "Linear"]
-    assert [s.grad_norm for s in from_onnx.layers] == pytest.approx([s.grad_norm for s in from_script.layers],
-                                                                    rel=1e-4)
+    assert [s.kind for s in weight_layers(from_script)] == ["Conv2d", "BatchNorm2d", "Linear"]
+    assert [s.grad_norm for s in weight_layers(from_onnx)] == pytest.approx(
+        [s.grad_norm for s in weight_layers(from_script)], rel=1e-4)

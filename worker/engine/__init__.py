@@ -1,4 +1,4 @@
-"""The audit engine: plain functions that load a network, probe its gradients once and diagnose them."""
+"""The audit engine: plain functions that load a network, probe its gradients over a few batches, diagnose."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from gradaudit.options import AuditOptions
 from worker.engine.device import resolve_device
 from worker.engine.diagnose import diagnose, verdict
 from worker.engine.errors import AuditError
-from worker.engine.inputs import build_inputs
+from worker.engine.activation_stats import SATURATION_RULE, Recorder
+from worker.engine.batches import ProbeBatches, probe_batches
 from worker.engine.load import LoadedNetwork, load_network
 from worker.engine.probe import Probe, run_probe
 from worker.engine.result import EngineResult, LayerStats
 from worker.engine.stats import layer_stats
+from worker.engine.taps import Taps, observed_layers, taps_for
+from worker.engine.torchscript_taps import TapsUnavailable
 
 __all__ = ["AuditError", "EngineResult", "LayerStats", "audit_network", "resolve_device"]
 
@@ -34,21 +37,70 @@ def audit_network(
     """
     device = resolve_device(device)
     network = load_network(Path(path), network_format, external_data_dir)
-    inputs = build_inputs(network.inputs, options, Path(inputs_path) if inputs_path else None)
-    reference = _onnxruntime_reference(network, inputs)  # before the probe: onnxruntime's weights are gone by then
+    batches = probe_batches(network, options, Path(inputs_path) if inputs_path else None)
+    reference = _onnxruntime_reference(network, batches.inputs[0])  # before the probe: onnxruntime's weights go
     module = _trainable_on(network.module, device)
-    probe = run_probe(module, [t.to(device) for t in inputs.values()], loss=options.loss, seed=options.seed)
+    probe, taps, recorder = _probe(network, module, batches, options.loss, device)
     parity = _parity(reference, probe)
-    layers, weight_nonfinite = layer_stats(module, network.layers)
-    findings = diagnose(layers, loss_finite=probe.loss_value is not None, op_counts=network.op_counts,
+    per_batch, losses = recorder.fetch()
+    observed, probes = observed_layers(taps.layers, _per_layer(per_batch, batches.seeds, taps))
+    layers, weight_nonfinite = layer_stats(module, observed, probes)
+    loss_value = _mean(losses)
+    findings = diagnose(layers, loss_finite=loss_value is not None, op_counts=network.op_counts,
                         weight_nonfinite=weight_nonfinite)
     return EngineResult(
         network={"format": network.format, "parameters": sum(s.parameters for s in layers), "layers": len(layers)},
-        setup={**_setup(network, inputs, probe, options, device), **parity},
+        setup={**_setup(network, batches, probe, options, device), **_probe_setup(taps, losses, loss_value),
+               **parity},
         layers=layers,
         findings=findings,
         verdict=verdict(findings),
     )
+
+
+def _probe(network: LoadedNetwork, module: torch.nn.Module, batches: ProbeBatches, loss: str,
+           device: str) -> tuple[Probe, Taps, Recorder]:
+    """The probe with every layer output tapped; for TorchScript, without taps if the rewritten graph fails."""
+    taps = taps_for(network)
+    try:
+        return _run(module, taps, batches, loss, device)
+    except (AuditError, TapsUnavailable) as failed:
+        if network.format != "torchscript" or not taps.tapped:
+            raise
+        why = failed.detail if isinstance(failed, AuditError) else str(failed)
+        plain = Taps(list(network.layers), f"unavailable: the rewritten graph failed ({why})")
+        return _run(module, plain, batches, loss, device)
+
+
+def _run(module: torch.nn.Module, taps: Taps, batches: ProbeBatches, loss: str,
+         device: str) -> tuple[Probe, Taps, Recorder]:
+    recorder = Recorder([layer.kind for layer in taps.layers])
+    on_device = [[tensor.to(device) for tensor in inputs.values()] for inputs in batches.inputs]
+    with taps.forward(module, recorder) as forward:
+        probe = run_probe(module, forward, on_device, loss=loss, seeds=batches.seeds, recorder=recorder)
+    return probe, taps, recorder
+
+
+def _per_layer(per_batch: list[list[dict | None]], seeds: list[int], taps: Taps) -> list[list[dict]]:
+    """Per layer, its measured batches, each row with its batch index and seed."""
+    return [[{"batch": b, "seed": seeds[b], **rows[index]} for b, rows in enumerate(per_batch) if rows[index]]
+            for index in range(len(taps.layers))]
+
+
+def _mean(losses: list[float | None]) -> float | None:
+    if not losses or any(value is None for value in losses):
+        return None
+    return sum(losses) / len(losses)
+
+
+def _probe_setup(taps: Taps, losses: list[float | None], loss_value: float | None) -> dict:
+    return {
+        "loss_value": loss_value,
+        "batch_losses": losses,
+        "parameter_gradients": f"mean over the {len(losses)} batches (the gradient of the mean loss)",
+        "layer_outputs": taps.description,
+        "saturation": SATURATION_RULE,
+    }
 
 
 def _trainable_on(module: torch.nn.Module, device: str) -> torch.nn.Module:
@@ -59,22 +111,21 @@ def _trainable_on(module: torch.nn.Module, device: str) -> torch.nn.Module:
     return module
 
 
-def _setup(network: LoadedNetwork, inputs: dict[str, torch.Tensor], probe: Probe, options: AuditOptions,
+def _setup(network: LoadedNetwork, batches: ProbeBatches, probe: Probe, options: AuditOptions,
            device: str) -> dict:
-    shapes = {name: list(tensor.shape) for name, tensor in inputs.items()}
+    shapes = {name: list(tensor.shape) for name, tensor in batches.inputs[0].items()}
     first = next(iter(shapes.values()), [])
-    setup = {
+    return {
         "device": device,
         "batch_size": first[0] if first else options.batch_size,
         "seed": options.seed,
         "loss": probe.loss_name,
-        "loss_value": probe.loss_value,
         "input_shapes": shapes,
         "output": _output_name(network, probe.output_index),
         "mode": "eval",
+        **batches.setup,
         **network.notes,
     }
-    return setup
 
 
 def _output_name(network: LoadedNetwork, index: int) -> str:

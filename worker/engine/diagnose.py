@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from dataclasses import replace
 from typing import Any
 
 from worker.engine.result import LayerStats
@@ -28,11 +29,18 @@ def diagnose(
     layers: list[LayerStats], *, loss_finite: bool, op_counts: dict[str, int], weight_nonfinite: dict[str, int]
 ) -> list[dict[str, Any]]:
     """All findings for one probe, worst first."""
+    layers = weight_layers(layers)
     findings = [_nonfinite(layers, loss_finite, weight_nonfinite)]
     if loss_finite:
         findings.append(_trend_finding(layers, op_counts))
     present = [f for f in findings if f is not None]
     return sorted(present, key=lambda f: -_SEVERITY_RANK[f["severity"]])
+
+
+def weight_layers(layers: list[LayerStats]) -> list[LayerStats]:
+    """The layers with parameters, depth renumbered 0, 1, ... so the trend's slope is per weight layer."""
+    owning = sorted((s for s in layers if s.parameters > 0), key=lambda s: s.depth)
+    return [replace(s, depth=depth) for depth, s in enumerate(owning)]
 
 
 def verdict(findings: list[dict[str, Any]]) -> str:

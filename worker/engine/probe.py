@@ -1,42 +1,59 @@
-"""One forward and backward pass: pick the output, build the loss, leave gradients on the parameters."""
+"""The probe: forward, loss and backward over several batches, leaving the mean gradient on the parameters."""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from worker.engine.activation_stats import Recorder
 from worker.engine.errors import AuditError, one_line
 
 
 @dataclass(frozen=True)
 class Probe:
-    """What the pass produced: the output tensor used, the loss actually applied and its value."""
+    """What the first batch produced: the output tensor used and the loss actually applied."""
 
     output: torch.Tensor
     output_index: int
     loss_name: str
-    loss_value: float | None  # None when the loss is NaN or infinite
 
 
-def run_probe(module: torch.nn.Module, inputs: list[torch.Tensor], *, loss: str, seed: int) -> Probe:
-    """Zero grads, run forward, apply the loss, run backward; coded errors for each failure."""
-    torch.manual_seed(seed)
+def run_probe(module: torch.nn.Module, forward: Callable, batches: list[list[torch.Tensor]], *, loss: str,
+              seeds: list[int], recorder: Recorder) -> Probe:
+    """Run every batch; parameter gradients end as their mean over the batches (the mean loss's gradient)."""
     module.zero_grad(set_to_none=True)
+    probes = []
+    for inputs, seed in zip(batches, seeds):
+        recorder.start_batch()
+        probes.append(_one_batch(forward, inputs, loss=loss, seed=seed, recorder=recorder))
+    _average_gradients(module, len(batches))
+    return probes[0]
+
+
+def _one_batch(forward: Callable, inputs: list[torch.Tensor], *, loss: str, seed: int, recorder: Recorder) -> Probe:
+    torch.manual_seed(seed)
     try:
-        outputs = module(*inputs)
+        outputs = forward(*inputs)
     except Exception as exc:
         raise AuditError("forward_failed", one_line(exc)) from None
     index, output = pick_output(outputs)
     loss_name, value = make_loss(output, loss, torch.Generator().manual_seed(seed))
+    recorder.record_loss(value)
     try:
         value.backward()
     except Exception as exc:
         raise AuditError("backward_failed", one_line(exc)) from None
-    scalar = float(value.detach().cpu())
-    return Probe(output.detach(), index, loss_name, scalar if math.isfinite(scalar) else None)
+    return Probe(output.detach(), index, loss_name)
+
+
+def _average_gradients(module: torch.nn.Module, batches: int) -> None:
+    if batches > 1:
+        for parameter in module.parameters():
+            if parameter.grad is not None:
+                parameter.grad.div_(batches)
 
 
 def flatten_outputs(outputs) -> list:

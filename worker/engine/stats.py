@@ -14,22 +14,30 @@ _COLUMNS = (
 )
 
 
-def layer_stats(module: torch.nn.Module, layers: list[Layer]) -> tuple[list[LayerStats], dict[str, int]]:
-    """LayerStats per layer, and the count of non-finite weights per layer that has any."""
-    if not layers:
-        return [], {}
-    parameters = dict(module.named_parameters())
-    rows = torch.stack([_row([parameters[name] for name in layer.parameter_names]) for layer in layers]).cpu()
+def layer_stats(module: torch.nn.Module, layers: list[Layer],
+                probes: list[list[dict]] | None = None) -> tuple[list[LayerStats], dict[str, int]]:
+    """LayerStats per layer (zeros for parameter-free ones), and non-finite weight counts where there are any."""
+    measured = _measured(module, [layer for layer in layers if layer.parameter_names])
     stats, weight_nonfinite = [], {}
-    for layer, row in zip(layers, rows.tolist()):
-        values = dict(zip(_COLUMNS, row))
-        if values.pop("weight_nonfinite"):
-            weight_nonfinite[layer.name] = int(row[-1])
-        stats.append(_as_layer_stats(layer, values))
+    for index, layer in enumerate(layers):
+        values = dict(zip(_COLUMNS, measured.get(layer.name, [0.0] * len(_COLUMNS))))
+        nonfinite = int(values.pop("weight_nonfinite"))
+        if nonfinite:
+            weight_nonfinite[layer.name] = nonfinite
+        stats.append(_as_layer_stats(layer, values, probes[index] if probes else []))
     return stats, weight_nonfinite
 
 
-def _as_layer_stats(layer: Layer, values: dict[str, float]) -> LayerStats:
+def _measured(module: torch.nn.Module, owning: list[Layer]) -> dict[str, list[float]]:
+    """The device rows of every parameter-owning layer, fetched in one transfer."""
+    if not owning:
+        return {}
+    parameters = dict(module.named_parameters())
+    rows = torch.stack([_row([parameters[name] for name in layer.parameter_names]) for layer in owning])
+    return dict(zip((layer.name for layer in owning), rows.cpu().tolist()))
+
+
+def _as_layer_stats(layer: Layer, values: dict[str, float], probes: list[dict]) -> LayerStats:
     weight_norm, grad_norm = values["weight_norm"], values["grad_norm"]
     return LayerStats(
         name=layer.name,
@@ -38,6 +46,7 @@ def _as_layer_stats(layer: Layer, values: dict[str, float]) -> LayerStats:
         parameters=int(values.pop("parameters")),
         grad_nonfinite=int(values.pop("grad_nonfinite")),
         grad_to_weight=grad_norm / weight_norm if weight_norm > 0 else 0.0,
+        probes=probes,
         **values,
     )
 
