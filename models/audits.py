@@ -89,7 +89,7 @@ def claim_audit(
 
 
 def _is_abandoned(audit: Audit, stale_before: datetime, owner_is_dead: Callable[[str], bool]) -> bool:
-    return _aware(audit.heartbeat_at) < stale_before or owner_is_dead(audit.claimed_by or "")
+    return owner_is_dead(audit.claimed_by or "") or _aware(audit.heartbeat_at) < stale_before
 
 
 def _aware(moment: datetime | None) -> datetime:
@@ -101,7 +101,9 @@ def _aware(moment: datetime | None) -> datetime:
 
 def _same_state(audit: Audit):
     """The guard of a compare-and-set: the row is still exactly as this worker read it."""
-    return and_(Audit.id == audit.id, Audit.status == audit.status, Audit.attempts == audit.attempts)
+    # The heartbeat is part of it: an owner that beat after we read the row is alive, not abandoned.
+    return and_(Audit.id == audit.id, Audit.status == audit.status, Audit.attempts == audit.attempts,
+                Audit.heartbeat_at.is_not_distinct_from(audit.heartbeat_at))
 
 
 def _take(db_session: Session, audit: Audit, worker_id: str, now: datetime) -> bool:

@@ -197,6 +197,23 @@ def test_claim_loses_a_race_to_a_concurrent_claim(db):
     assert (row.claimed_by, row.attempts) == ("w2", 1)
 
 
+def test_claim_loses_to_an_owner_that_beats_after_the_read(db):
+    audit = new_audit(db)
+    claim(db, audit.id, "w1")
+    set_columns(db, audit.id, heartbeat_at=utcnow() - STALE_AFTER - timedelta(seconds=1))
+
+    def owner_beats_meanwhile(owner: str) -> bool:
+        # Runs between claim_audit's read and its guarded UPDATE: the owner proves it is alive.
+        assert db.call(audit_rows.beat, audit_id=audit.id, worker_id="w1")
+        return False
+
+    outcome = db.call(audit_rows.claim_audit, audit_id=audit.id, worker_id="w2", stale_after=STALE_AFTER,
+                      max_attempts=3, owner_is_dead=owner_beats_meanwhile)
+
+    assert outcome == Claim.BUSY
+    assert reread(db, audit.id).claimed_by == "w1"
+
+
 def test_claim_decides_on_the_row_not_on_a_cached_copy(db):
     # A session that already holds the audit (here: the one that created and claimed it)
     # must still see the heartbeat and owner that its own claim wrote.
