@@ -75,11 +75,41 @@ _PATHS = {
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
 }
 
+def _numbers(*keys: str, kind: str = "number") -> dict:
+    return {key: {"type": [kind, "null"]} for key in keys}
+
+
+_PER_BATCH = {"batch": {"type": "integer"}, "seed": {"type": "integer"}, "numel": {"type": "integer"}}
+
+_OUTPUT_GRAD = {"type": ["object", "null"], "description": (
+    "Gradient of the loss with respect to the layer's output, over the probe batches: norm is the root mean "
+    "square of the per-batch L2 norms, mean_abs their mean, max_abs the largest, counts are summed; "
+    "null where backward never reached the output. A statistic is null where it is not finite."),
+    "properties": {
+        **_numbers("norm", "mean_abs", "max_abs", "zero_fraction"),
+        **_numbers("zero_count", "nonfinite", kind="integer"),
+        "batches": {"type": "array", "items": {"type": "object", "properties": {
+            **_PER_BATCH, **_numbers("norm", "mean_abs", "max_abs", "zero_fraction"),
+            **_numbers("zero_count", "nonfinite", kind="integer")}}},
+    }}
+
+_ACTIVATION = {"type": ["object", "null"], "description": (
+    "The layer's forward output over every element of every probe batch: mean, std, share exactly zero, "
+    "and for Sigmoid/Tanh the share where the derivative is below 1% of its peak (setup.saturation), "
+    "else null; null where the output was not observed."),
+    "properties": {
+        **_numbers("mean", "std", "zero_fraction", "saturated_fraction"),
+        "batches": {"type": "array", "items": {"type": "object", "properties": {
+            **_PER_BATCH, **_numbers("mean", "std", "zero_fraction", "saturated_fraction")}}},
+    }}
+
 _LAYER = {"type": "object", "properties": {
     **{key: {"type": "string"} for key in ("name", "kind")},
     **{key: {"type": "integer"} for key in ("depth", "parameters", "grad_nonfinite")},
     **{key: {"type": "number"} for key in ("weight_norm", "grad_norm", "grad_mean_abs", "grad_std",
                                            "grad_max_abs", "grad_zero_fraction", "grad_to_weight")},
+    "output_grad": _OUTPUT_GRAD,
+    "activation": _ACTIVATION,
 }}
 
 _SCHEMAS = {

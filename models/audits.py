@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
-from models.tables import Audit, AuditStatus, LayerStat, utcnow
+from models.tables import Audit, AuditStatus, LayerProbe, LayerStat, utcnow
 
 QUEUED, RUNNING = AuditStatus.QUEUED.value, AuditStatus.RUNNING.value
 SUCCEEDED, FAILED = AuditStatus.SUCCEEDED.value, AuditStatus.FAILED.value
@@ -52,8 +52,9 @@ def list_audits(*, db_session: Session, limit: int, offset: int) -> tuple[list[A
 
 
 def list_layers(*, db_session: Session, audit_id: str) -> list[LayerStat]:
-    """The stored per-layer statistics of an audit, input side first."""
-    query = select(LayerStat).where(LayerStat.audit_id == audit_id).order_by(LayerStat.depth, LayerStat.id)
+    """The stored per-layer statistics of an audit, input side first, with their per-batch rows loaded."""
+    query = (select(LayerStat).where(LayerStat.audit_id == audit_id).order_by(LayerStat.depth, LayerStat.id)
+             .options(selectinload(LayerStat.probes)))
     return list(db_session.scalars(query))
 
 
@@ -136,7 +137,10 @@ def beat(*, db_session: Session, audit_id: str, worker_id: str) -> bool:
 def succeed_audit(
     *, db_session: Session, audit_id: str, worker_id: str, result: dict[str, Any], layers: Iterable[dict[str, Any]]
 ) -> bool:
-    """Store a finished audit's report and layer rows, if this worker still owns it."""
+    """Store a finished audit's report and layer rows, if this worker still owns it.
+
+    A layer dict may carry `probes`, its per-batch rows (LayerProbe.PROBE_COLUMNS); they go to layer_probes.
+    """
     values = dict(
         status=SUCCEEDED,
         finished_at=utcnow(),
@@ -150,9 +154,15 @@ def succeed_audit(
     if updated.rowcount != 1:
         db_session.rollback()
         return False
-    db_session.add_all(LayerStat(audit_id=audit_id, **layer) for layer in layers)
+    db_session.add_all(_layer_row(audit_id, layer) for layer in layers)
     db_session.commit()
     return True
+
+
+def _layer_row(audit_id: str, layer: dict[str, Any]) -> LayerStat:
+    fields = {key: value for key, value in layer.items() if key != "probes"}
+    probes = [LayerProbe(audit_id=audit_id, depth=fields["depth"], **probe) for probe in layer.get("probes", ())]
+    return LayerStat(audit_id=audit_id, probes=probes, **fields)
 
 
 def fail_audit(*, db_session: Session, audit_id: str, code: str, detail: str, worker_id: str | None = None) -> bool:

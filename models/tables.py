@@ -1,4 +1,4 @@
-"""The tables: one row per audit, one row per layer of an audited network."""
+"""The tables: one row per audit, one per layer of an audited network, one per layer and probe batch."""
 
 from __future__ import annotations
 
@@ -93,6 +93,9 @@ class LayerStat(Base):
     grad_to_weight: Mapped[float] = mapped_column(Float)
 
     audit: Mapped[Audit] = relationship(back_populates="layers")
+    probes: Mapped[list[LayerProbe]] = relationship(
+        back_populates="layer", cascade="all, delete-orphan", order_by="LayerProbe.batch"
+    )
 
     STAT_COLUMNS = (
         "name", "kind", "depth", "parameters", "weight_norm", "grad_norm", "grad_mean_abs",
@@ -102,3 +105,43 @@ class LayerStat(Base):
     def as_dict(self) -> dict[str, Any]:
         """The layer as the report's JSON object."""
         return {column: getattr(self, column) for column in self.STAT_COLUMNS}
+
+    def with_probes(self) -> dict[str, Any]:
+        """The layer's statistics and, under `probes`, its per-batch rows."""
+        return {**self.as_dict(), "probes": [probe.as_dict() for probe in self.probes]}
+
+
+class LayerProbe(Base):
+    """One layer's output and output-gradient statistics for one probe batch (None where not finite)."""
+
+    __tablename__ = "layer_probes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    audit_id: Mapped[str] = mapped_column(ForeignKey("audits.id", ondelete="CASCADE"), index=True)
+    layer_id: Mapped[int] = mapped_column(ForeignKey("layer_stats.id", ondelete="CASCADE"), index=True)
+    depth: Mapped[int] = mapped_column(Integer)
+    batch: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    numel: Mapped[int] = mapped_column(BigInteger)
+    activation_mean: Mapped[float | None] = mapped_column(Float)
+    activation_std: Mapped[float | None] = mapped_column(Float)
+    activation_zero_fraction: Mapped[float | None] = mapped_column(Float)
+    activation_saturated_fraction: Mapped[float | None] = mapped_column(Float)
+    output_grad_norm: Mapped[float | None] = mapped_column(Float)
+    output_grad_mean_abs: Mapped[float | None] = mapped_column(Float)
+    output_grad_max_abs: Mapped[float | None] = mapped_column(Float)
+    output_grad_zero_count: Mapped[int | None] = mapped_column(BigInteger)
+    output_grad_zero_fraction: Mapped[float | None] = mapped_column(Float)
+    output_grad_nonfinite: Mapped[int | None] = mapped_column(BigInteger)
+
+    layer: Mapped[LayerStat] = relationship(back_populates="probes")
+
+    PROBE_COLUMNS = (
+        "batch", "seed", "numel", "activation_mean", "activation_std", "activation_zero_fraction",
+        "activation_saturated_fraction", "output_grad_norm", "output_grad_mean_abs", "output_grad_max_abs",
+        "output_grad_zero_count", "output_grad_zero_fraction", "output_grad_nonfinite",
+    )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The batch row as plain data, keyed like the engine's per-batch rows."""
+        return {column: getattr(self, column) for column in self.PROBE_COLUMNS}

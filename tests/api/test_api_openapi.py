@@ -54,8 +54,8 @@ def test_every_reference_resolves(client):
     assert {ref.rsplit("/", 1)[1] for ref in schema_refs} <= set(document["components"]["schemas"])
 
 
-def test_layer_schema_names_the_twelve_statistics(client):
+def test_layer_schema_names_the_twelve_statistics_and_the_output_statistics(client):
     layer = client.get("/openapi.json").get_json()["components"]["schemas"]["Layer"]
     assert set(layer["properties"]) == {
         "name", "kind", "depth", "parameters", "weight_norm", "grad_norm", "grad_mean_abs", "grad_std",
-        "grad_max_abs", "grad_zero_fraction", "grad_nonfinite", "grad_to_weight"}
+        "grad_max_abs", "grad_zero_fraction", "grad_nonfinite", "grad_to_weight", "output_grad", "activation"}

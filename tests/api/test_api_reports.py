@@ -27,6 +27,9 @@ def layer(name: str, depth: int, grad_norm: float) -> dict:
             "grad_nonfinite": 0, "grad_to_weight": grad_norm / 1.5}
 
 
+# What the report adds to a layer stored without per-batch rows.
+UNMEASURED = {"output_grad": None, "activation": None}
+
 # Deliberately stored out of depth order: the API must sort them.
 LAYERS = [layer("2", 1, 0.5), layer("0", 0, 1e-6)]
 
@@ -157,19 +160,20 @@ def test_report_of_succeeded_audit(client, services, new_audit):
         "report_version": 1,
         "network": {"format": "torchscript", "sha256": SHA256, "parameters": 23, "layers": 2},
         "setup": SETUP,
-        "layers": [LAYERS[1], LAYERS[0]],
+        "layers": [{**LAYERS[1], **UNMEASURED}, {**LAYERS[0], **UNMEASURED}],
         "findings": FINDINGS,
         "verdict": "warning",
     }
 
 
-def test_report_layers_carry_all_twelve_statistics(client, services, new_audit):
+def test_report_layers_carry_all_twelve_statistics_then_the_output_statistics(client, services, new_audit):
     audit_id = new_audit()
     succeed(services, audit_id)
 
     for row in client.get(f"/v1/audits/{audit_id}/report").get_json()["layers"]:
         assert list(row) == ["name", "kind", "depth", "parameters", "weight_norm", "grad_norm", "grad_mean_abs",
-                             "grad_std", "grad_max_abs", "grad_zero_fraction", "grad_nonfinite", "grad_to_weight"]
+                             "grad_std", "grad_max_abs", "grad_zero_fraction", "grad_nonfinite", "grad_to_weight",
+                             "output_grad", "activation"]
 
 
 def test_layers_of_succeeded_audit_ordered_by_depth(client, services, new_audit):
@@ -178,7 +182,7 @@ def test_layers_of_succeeded_audit_ordered_by_depth(client, services, new_audit)
 
     response = client.get(f"/v1/audits/{audit_id}/layers")
     assert response.status_code == 200
-    assert response.get_json() == {"id": audit_id, "layers": [LAYERS[1], LAYERS[0]]}
+    assert response.get_json() == {"id": audit_id, "layers": [{**LAYERS[1], **UNMEASURED}, {**LAYERS[0], **UNMEASURED}]}
 
 
 def test_succeeded_status_document(client, services, new_audit):

@@ -13,7 +13,7 @@ from gradaudit.migrate import alembic_config, upgrade_database
 from models.base import Base
 from models.database import make_engine
 
-TABLES = {"audits", "layer_stats"}
+TABLES = {"audits", "layer_stats", "layer_probes"}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -98,7 +98,7 @@ def test_upgrade_is_idempotent(empty_url):
 def test_offline_sql_names_every_table(empty_url, capsys):
     command.upgrade(alembic_config(empty_url), "head", sql=True)
     sql = capsys.readouterr().out
-    assert "CREATE TABLE audits" in sql and "CREATE TABLE layer_stats" in sql
+    assert "CREATE TABLE audits" in sql and "CREATE TABLE layer_stats" in sql and "CREATE TABLE layer_probes" in sql
     assert table_names(empty_url) == set()
 
 

@@ -1,0 +1,80 @@
+"""The probe's batches: count, seeds, input rules and the mean parameter gradient, all recorded in setup."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gradaudit.options import AuditOptions
+from tests.engine.conftest import export_onnx, mlp, token_network
+from worker.engine import audit_network
+from worker.engine.activation_stats import Recorder, activation_row, grad_row
+
+
+def test_batches_and_seeds_are_recorded(mlp_onnx):
+    result = audit_network(mlp_onnx, options=AuditOptions(seed=10, batches=4), device="cpu")
+    setup = result.setup
+    assert (setup["batches"], setup["seeds"], setup["seed"]) == (4, [10, 11, 12, 13], 10)
+    assert setup["inputs"] == {"x": "standard normal"}
+    assert len(setup["batch_losses"]) == 4 and setup["loss_value"] == pytest.approx(np.mean(setup["batch_losses"]))
+    assert setup["parameter_gradients"].startswith("mean over the 4 batches")
+    assert all([row["seed"] for row in layer.probes] == [10, 11, 12, 13] for layer in result.layers)
+
+
+def test_parameter_gradients_are_the_mean_over_batches(mlp_script):
+    result = audit_network(mlp_script, options=AuditOptions(input_shapes={"input": [8, 6]}, seed=2, loss="sum",
+                                                             batches=3), device="cpu")
+    network = mlp()
+    for seed in (2, 3, 4):
+        x = torch.randn(8, 6, generator=torch.Generator().manual_seed(seed))
+        (network(x).sum() / 3).backward()
+    first = network[0]
+    expected = torch.cat([first.weight.grad.flatten(), first.bias.grad.flatten()]).double().norm().item()
+    assert result.layers[0].grad_norm == pytest.approx(expected, rel=1e-5)
+
+
+def test_an_uploaded_batch_is_the_only_batch(tmp_path, mlp_onnx):
+    np.savez(tmp_path / "batch.npz", x=np.ones((3, 6), dtype=np.float32))
+    result = audit_network(mlp_onnx, options=AuditOptions(batches=5), device="cpu", inputs_path=tmp_path / "batch.npz")
+    assert (result.setup["batches"], result.setup["seeds"]) == (1, [0])
+    assert "uploaded .npz" in result.setup["inputs"]
+
+
+def test_token_inputs_stay_within_the_vocabulary_and_say_so(tmp_path):
+    path = export_onnx(token_network(), torch.randint(0, 50, (2, 5)), tmp_path / "tok.onnx", name="tokens",
+                       dynamic={0: "b"})
+    result = audit_network(path, options=AuditOptions(input_shapes={"tokens": [4, 5]}), device="cpu")
+    assert result.setup["inputs"] == {"tokens": "integers uniform over [0, 50), the rows of the embedding table "
+                                                "it indexes"}
+
+
+def test_rows_match_plain_torch():
+    values = torch.tensor([[0.0, -2.0, 3.0], [0.0, 8.0, -7.0]])
+    activation = activation_row(values, "Tanh").tolist()
+    assert activation[:4] == pytest.approx([6, values.mean().item(), values.std(correction=0).item(), 2 / 6])
+    assert activation[4] == pytest.approx(4 / 6)  # |x| > 0.995 for tanh: -2, 3, 8, -7
+    assert math.isnan(activation_row(values, "Relu")[4].item())
+    grad = grad_row(torch.tensor([0.0, 3.0, -4.0, float("nan")])).tolist()
+    assert math.isnan(grad[0]) and grad[3:] == [1, 1]
+    assert grad_row(torch.tensor([0.0, 3.0, -4.0, 0.0])).tolist() == pytest.approx([5.0, 7 / 4, 4.0, 2, 0])
+
+
+def test_sigmoid_saturation_threshold_is_one_percent_of_the_peak_derivative():
+    edge = 2 * math.atanh(math.sqrt(0.99))  # sigmoid'(x) = 0.01 * sigmoid'(0) here
+    x = torch.tensor([edge - 0.01, edge + 0.01, -edge - 0.01, 0.0])
+    assert activation_row(torch.sigmoid(x), "Sigmoid")[4].item() == pytest.approx(2 / 4)
+
+
+def test_recorder_without_gradient_reports_none_for_the_gradient():
+    recorder = Recorder(["Relu", "Relu"])
+    recorder.start_batch()
+    recorder.observe(0, torch.ones(2, 2))  # does not require grad: never reached by backward
+    recorder.observe(1, torch.tensor([1, 2]))  # integers are not observed
+    recorder.record_loss(torch.tensor(0.5))
+    table, losses = recorder.fetch()
+    assert table[0][1] is None and losses == [0.5]
+    assert table[0][0]["activation_mean"] == 1.0 and table[0][0]["output_grad_norm"] is None
+    assert table[0][0]["output_grad_zero_count"] is None
