@@ -22,7 +22,7 @@ from worker.engine.onnx_prepare import prepare
 # Ops that only move or relabel data; instrumentation may skip them.
 LAYOUT_OPS = frozenset({
     "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Shape", "Size", "Constant",
-    "ConstantOfShape", "Cast", "CastLike", "Expand", "Range",
+    "ConstantOfShape", "Cast", "CastLike", "Expand", "Range", "RecurrentOutput",
 })
 
 

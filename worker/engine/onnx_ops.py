@@ -1,4 +1,4 @@
-"""Our own modules for ONNX ops onnx2pytorch only converts with constant weights (Conv, ConvTranspose, Gemm).
+"""Our own modules for ONNX ops onnx2pytorch only converts with constant weights (Conv, ConvTranspose, Gemm), and Range.
 
 onnx2pytorch builds nn.Conv2d/nn.Linear from initializers at conversion time; when a weight is a graph
 input or computed (backend node tests, weight-sharing exports) it fails. These modules take every input at
@@ -12,6 +12,8 @@ import math
 import onnx
 import torch
 import torch.nn.functional as F
+
+from worker.engine.onnx_recurrent import Recurrent, RecurrentOutput
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -112,9 +114,75 @@ def _torch_pad_order(pads: list[int]) -> list[int]:
     return [p for i in reversed(range(rank)) for p in (pads[i], pads[rank + i])]
 
 
-RUNTIME_WEIGHT_OPS = {"Gemm": Gemm, "Conv": Conv, "ConvTranspose": ConvTranspose}
+class Pool(torch.nn.Module):
+    """ONNX AveragePool, MaxPool (values only) and LpPool with any pads, dilations and ceil_mode.
+
+    torch's pooling refuses pads over half the kernel and dilated average pooling; here the input is
+    padded explicitly and each window gathered with Tensor.unfold.
+    """
+
+    def __init__(self, op_type: str, kernel_shape, strides=None, dilations=None, pads=None, auto_pad="NOTSET",
+                 ceil_mode: int = 0, count_include_pad: int = 0, p: int = 2, storage_order: int = 0):
+        super().__init__()
+        self.op_type, self.kernel, self.ceil_mode = op_type, list(kernel_shape), ceil_mode
+        rank = len(self.kernel)
+        self.strides, self.dilations = list(strides or [1] * rank), list(dilations or [1] * rank)
+        self.pads, self.auto_pad, self.count_include_pad, self.p = pads, auto_pad, count_include_pad, p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rank, dims = len(self.kernel), tuple(range(-len(self.kernel), 0))
+        spans = [(k - 1) * d + 1 for k, d in zip(self.kernel, self.dilations)]
+        pads, extra = _pool_pads(self, x.shape[2:], spans)
+        padded = pads[:rank] + [e + c for e, c in zip(pads[rank:], extra)]
+        fill = float("-inf") if self.op_type == "MaxPool" else 0.0
+        windows = self._windows(F.pad(x, _torch_pad_order(padded), value=fill), spans)
+        if self.op_type == "MaxPool":
+            return windows.amax(dim=dims)
+        if self.op_type == "LpPool":
+            return windows.abs().pow(self.p).sum(dim=dims).pow(1.0 / self.p)
+        # Declared pads count when count_include_pad says so; the ceil_mode overhang never does.
+        counted = F.pad(torch.ones_like(x[:1, :1]), _torch_pad_order(pads), value=float(self.count_include_pad))
+        counted = F.pad(counted, _torch_pad_order([0] * rank + extra))
+        return windows.sum(dim=dims) / self._windows(counted, spans).sum(dim=dims)
+
+    def _windows(self, x: torch.Tensor, spans: list[int]) -> torch.Tensor:
+        for axis, (span, stride, dilation) in enumerate(zip(spans, self.strides, self.dilations)):
+            x = x.unfold(2 + axis, span, stride)[..., ::dilation]
+        return x
+
+
+def _pool_pads(pool: Pool, sizes, spans: list[int]) -> tuple[list[int], list[int]]:
+    """ONNX pads [begins..., ends...], and the overhang ceil_mode adds at each end for the last window."""
+    rank = len(spans)
+    if pool.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        totals = [max(0, (math.ceil(n / s) - 1) * s + k - n) for n, k, s in zip(sizes, spans, pool.strides)]
+        return _split_total(totals, upper=pool.auto_pad == "SAME_UPPER"), [0] * rank
+    pads = list(pool.pads or [0] * (2 * rank)) if pool.auto_pad != "VALID" else [0] * (2 * rank)
+    extra = [0] * rank
+    if pool.ceil_mode:
+        for i, (n, k, s) in enumerate(zip(sizes, spans, pool.strides)):
+            padded = n + pads[i] + pads[rank + i]
+            last_start = math.ceil(max(0, padded - k) / s) * s
+            if last_start >= n + pads[i]:  # a window may not start in the end padding (torch and ONNX agree)
+                last_start -= s
+            extra[i] = max(0, last_start + k - padded)
+    return pads, extra
+
+
+class Range(torch.nn.Module):
+    """ONNX Range from 0-d tensors: start, start + delta, ... up to limit (exclusive)."""
+
+    def forward(self, start: torch.Tensor, limit: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        return torch.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype, device=start.device)
 
 
 def runtime_module(node: onnx.NodeProto) -> torch.nn.Module:
-    """Our module for a node whose weights arrive at run time."""
-    return RUNTIME_WEIGHT_OPS[node.op_type](**attributes(node))
+    """Our module for a node held out of onnx2pytorch's conversion."""
+    if node.op_type in ("LSTM", "GRU", "RNN"):
+        return Recurrent(node.op_type, **attributes(node))
+    if node.op_type == "RecurrentOutput":
+        return RecurrentOutput(**attributes(node))
+    if node.op_type in ("AveragePool", "MaxPool", "LpPool"):
+        return Pool(node.op_type, **attributes(node))
+    return {"Gemm": Gemm, "Conv": Conv, "ConvTranspose": ConvTranspose, "Range": Range}[node.op_type](
+        **attributes(node))

@@ -127,32 +127,77 @@ def _route_initializers(graph: onnx.GraphProto, positions) -> set[str]:
             routed.add(name)
         nodes.append(node)
     if routed:
-        copies = [onnx.NodeProto() for _ in nodes]
-        for copy_, node in zip(copies, nodes):
-            copy_.CopyFrom(node)
-        del graph.node[:]
-        graph.node.extend(copies)
+        _set_nodes(graph, nodes)
     return routed
 
 
 def _hold_out_runtime_weight_nodes(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
-    """Turn nodes whose weights are not initializers into placeholders; return the originals by output."""
+    """Turn nodes onnx2pytorch cannot convert faithfully into placeholders; return the originals by output."""
     initializers = {t.name for t in graph.initializer}
-    held = {}
+    held, nodes = {}, []
     for node in graph.node:
+        original = onnx.NodeProto()
+        original.CopyFrom(node)
+        if node.op_type in _RECURRENT_STATES and _needs_own_recurrent(node, initializers):
+            nodes += _split_recurrent(node, original, held)
+            continue
         if _needs_runtime_weights(node, initializers):
-            original = onnx.NodeProto()
-            original.CopyFrom(node)
             held[node.output[0]] = original
             node.op_type = PLACEHOLDER_OP
+        nodes.append(node)
+    _set_nodes(graph, nodes)
     return held
 
 
 def _needs_runtime_weights(node: onnx.NodeProto, initializers: set[str]) -> bool:
-    inputs = list(node.input) + ["", ""]
+    inputs = list(node.input) + ["", "", ""]
     bias_computed = inputs[2] != "" and inputs[2] not in initializers
     if node.op_type in ("Conv", "ConvTranspose"):
         return inputs[1] not in initializers or bias_computed
     if node.op_type == "Gemm":
         return inputs[0] in initializers or inputs[1] not in initializers or bias_computed
-    return False
+    if node.op_type in ("AveragePool", "MaxPool", "LpPool"):
+        return _pool_beyond_torch(node)
+    return node.op_type == "Range"  # its converter cannot take 0-d tensors as bounds
+
+
+def _pool_beyond_torch(node: onnx.NodeProto) -> bool:
+    """Pads over half the (dilated) kernel, or dilated average/Lp pooling: torch's pooling refuses both."""
+    values = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "MaxPool" and len([o for o in node.output if o]) > 1:
+        return False  # the indices output stays with the converter
+    kernel = list(values.get("kernel_shape", []))
+    dilations = list(values.get("dilations", [1] * len(kernel)))
+    spans = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    pads = list(values.get("pads", []))
+    too_wide = any(pad > spans[i % len(spans)] // 2 for i, pad in enumerate(pads)) if spans else False
+    return too_wide or (node.op_type != "MaxPool" and any(d != 1 for d in dilations))
+
+
+def _needs_own_recurrent(node: onnx.NodeProto, initializers: set[str]) -> bool:
+    weights = [name for name in node.input[1:4] if name]
+    refused = {"layout", "activations", "activation_alpha", "activation_beta", "clip", "input_forget"}
+    peepholes = len(node.input) > 7 and node.input[7] != ""
+    set_attributes = {a.name for a in node.attribute if a.name != "layout" or a.i != 0}
+    return any(n not in initializers for n in weights) or bool(set_attributes & refused) or peepholes
+
+
+def _split_recurrent(node: onnx.NodeProto, original: onnx.NodeProto, held: dict) -> list[onnx.NodeProto]:
+    """The recurrent node as one placeholder returning a tuple, then one placeholder per used output."""
+    packed = f"{node.name}__outputs"
+    held[packed] = original
+    nodes = [onnx.helper.make_node(PLACEHOLDER_OP, list(node.input), [packed], name=node.name)]
+    for index, output in enumerate(node.output):
+        if output:
+            name = f"{node.name}/output_{index}"
+            held[output] = onnx.helper.make_node("RecurrentOutput", [packed], [output], name=name, index=index)
+            nodes.append(onnx.helper.make_node(PLACEHOLDER_OP, [packed], [output], name=name))
+    return nodes
+
+
+def _set_nodes(graph: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> None:
+    copies = [onnx.NodeProto() for _ in nodes]
+    for copy_, node in zip(copies, nodes):
+        copy_.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
