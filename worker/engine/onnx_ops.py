@@ -21,8 +21,15 @@ _CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_trans
 
 def attributes(node: onnx.NodeProto) -> dict:
     """The node's attributes as Python values (strings decoded)."""
-    values = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
+    return {a.name: _decoded(onnx.helper.get_attribute_value(a)) for a in node.attribute}
+
+
+def _decoded(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, list):
+        return [_decoded(v) for v in value]
+    return value
 
 
 class Gemm(torch.nn.Module):
