@@ -88,13 +88,14 @@ def torchscript_taps(network: LoadedNetwork) -> Taps:
     """Module calls of a TorchScript network via the graph rewrite; parameter layers only if it fails."""
     try:
         tapping = Tapping(network.module)
+        layers, paths = _torchscript_layers(network, tapping)
+        run = tapping.forward(paths)
     except TapsUnavailable as refused:
         return Taps(list(network.layers), f"unavailable: {refused}")
-    layers, paths = _torchscript_layers(network, tapping)
     taps = Taps(layers, "", tapped=sum(p in tapping.outputs for p in paths))
     taps.description = (f"TorchScript graph rewritten to also return the outputs of {taps.tapped} module calls, "
                         "grouped by module scope; layout-only modules skipped")
-    taps.attach = lambda _module, recorder: _observing(tapping.forward(paths), recorder)
+    taps.attach = lambda _module, recorder: _observing(run, recorder)
     return taps
 
 

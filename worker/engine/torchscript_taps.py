@@ -49,7 +49,10 @@ class Tapping:
         self._module = module
 
     def forward(self, paths: list[str]) -> Callable[..., tuple[object, list[torch.Tensor | None]]]:
-        """A function of the network's inputs giving (its outputs, the output tensor of each path or None)."""
+        """A function of the network's inputs giving (its outputs, the output tensor of each path or None).
+
+        It edits this Tapping's graph, so call it once per Tapping; the function it returns may run many times.
+        """
         tapped = [path for path in paths if path in self.outputs]
         try:
             function = _returning_also(self._graph, [self.outputs[path].value for path in tapped])

@@ -1,0 +1,232 @@
+"""Overhead of the instrumented probe against a plain forward+backward, on networks of realistic size.
+
+    .venv/bin/python bench/overhead.py [--device cpu|cuda] [--repeats 5] [--only resnet50,transformer,lstm]
+
+For each network and format (ONNX through our converter, TorchScript), times a plain forward+backward and
+the instrumented probe of one batch (every layer output tapped, its statistics reduced on the device, one
+host transfer) side by side in this process, alternating them, and prints the median times and their ratio.
+Peak memory: on CUDA torch.cuda.max_memory_allocated in this process; on CPU the peak RSS growth of one step,
+measured in a fresh subprocess per variant (the kernel's high-water mark is reset just before the step).
+Parameter-gradient statistics are computed once per audit, not per batch, and are not part of either variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from worker.engine.activation_stats import Recorder  # noqa: E402
+from worker.engine.load import load_network  # noqa: E402
+from worker.engine.probe import make_loss, pick_output, run_probe  # noqa: E402
+from worker.engine.taps import taps_for  # noqa: E402
+
+TIME_TARGET, MEMORY_TARGET = 1.15, 1.3
+
+
+class TransformerClassifier(nn.Module):
+    """A 6-layer transformer encoder (d=256, 4 heads, ff=1024) with a linear head on the mean token."""
+
+    def __init__(self):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(256, 4, 1024, batch_first=True, dropout=0.0)
+        self.encoder = nn.TransformerEncoder(layer, 6, enable_nested_tensor=False)
+        self.head = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x).mean(dim=1))
+
+
+class RecurrentClassifier(nn.Module):
+    """A 2-layer LSTM (256 -> 512) with a linear head on the last step."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(256, 512, num_layers=2, batch_first=True)
+        self.head = nn.Linear(512, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden, _ = self.lstm(x)
+        return self.head(hidden[:, -1])
+
+
+def networks() -> dict[str, tuple]:
+    """name -> (builder, example input shape)."""
+    import torchvision
+
+    return {
+        "resnet50": (lambda: torchvision.models.resnet50(weights=None), (16, 3, 128, 128)),
+        "transformer": (TransformerClassifier, (8, 128, 256)),
+        "lstm": (RecurrentClassifier, (16, 64, 256)),
+    }
+
+
+def export(name: str, folder: Path) -> dict[str, Path]:
+    """The network saved as ONNX (legacy exporter, opset 17) and as traced TorchScript."""
+    builder, shape = networks()[name]
+    torch.manual_seed(0)
+    network = builder().eval()
+    example = torch.randn(shape)
+    paths = {"onnx": folder / f"{name}.onnx", "torchscript": folder / f"{name}.pt"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(network, (example,), str(paths["onnx"]), dynamo=False, opset_version=17,
+                          input_names=["x"])
+        torch.jit.save(torch.jit.trace(network, example, check_trace=False), str(paths["torchscript"]))
+    return paths
+
+
+class Bench:
+    """One loaded network on a device, able to run either variant once."""
+
+    def __init__(self, path: Path, shape: tuple, device: str):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.network = load_network(path)
+        self.module = self.network.module.to(device)
+        for parameter in self.module.parameters():
+            parameter.requires_grad_(True)
+        self.inputs = [torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)]
+        self.taps = taps_for(self.network)
+
+    def plain(self) -> None:
+        """Forward, loss and backward with nothing attached."""
+        self.module.zero_grad(set_to_none=True)
+        _, output = pick_output(self.module(*self.inputs))
+        _, loss = make_loss(output, "auto", torch.Generator().manual_seed(0))
+        loss.backward()
+        float(loss.detach())  # the plain step also ends with the loss on the host
+
+    def instrumented(self) -> None:
+        """The engine's probe of one batch with every layer output tapped, then its one host transfer."""
+        recorder = Recorder([layer.kind for layer in self.taps.layers])
+        with self.taps.forward(self.module, recorder) as forward:
+            run_probe(self.module, forward, [self.inputs], loss="auto", seeds=[0], recorder=recorder)
+        recorder.fetch()
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(step, device: str) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    step()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def time_both(bench: Bench, device: str, repeats: int) -> tuple[float, float]:
+    """Median seconds of plain and instrumented, alternated so drift hits both alike."""
+    for _ in range(2):
+        bench.plain(), bench.instrumented()
+    plain, instrumented = [], []
+    for _ in range(repeats):
+        plain.append(timed(bench.plain, device))
+        instrumented.append(timed(bench.instrumented, device))
+    return statistics.median(plain), statistics.median(instrumented)
+
+
+def cuda_peak(bench: Bench, variant: str) -> int:
+    """Bytes allocated at the peak of one step above what was allocated before it."""
+    getattr(bench, variant)()
+    bench.module.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    getattr(bench, variant)()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def rss_peak_growth(bench: Bench, variant: str) -> int:
+    """Bytes of peak RSS growth during one step, after one warm-up step of the same variant."""
+    getattr(bench, variant)()
+    bench.module.zero_grad(set_to_none=True)
+    Path("/proc/self/clear_refs").write_text("5")  # resets the high-water mark VmHWM to the current RSS
+    before = _status_kib("VmRSS")
+    getattr(bench, variant)()
+    return (_status_kib("VmHWM") - before) * 1024
+
+
+def memory_in_child(path: Path, shape: tuple, variant: str) -> int:
+    """rss_peak_growth of one variant in a fresh interpreter."""
+    command = [sys.executable, __file__, "--child", str(path), ",".join(map(str, shape)), variant]
+    # A fixed mmap threshold makes glibc return large freed blocks at once, so a warm-up step does not leave
+    # a heap that hides the measured step's growth.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory child failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
+
+
+def measure(name: str, fmt: str, path: Path, device: str, repeats: int) -> dict:
+    """Times in this process, memory per variant (child processes on CPU)."""
+    shape = networks()[name][1]
+    bench = Bench(path, shape, device)
+    plain_s, instrumented_s = time_both(bench, device, repeats)
+    if device.startswith("cuda"):
+        memory = {variant: cuda_peak(bench, variant) for variant in ("plain", "instrumented")}
+    else:
+        memory = {variant: memory_in_child(path, shape, variant) for variant in ("plain", "instrumented")}
+    return {"network": name, "format": fmt, "layers": len(bench.taps.layers), "tapped": bench.taps.tapped,
+            "plain_s": plain_s, "instrumented_s": instrumented_s, "plain_mb": memory["plain"] / 2**20,
+            "instrumented_mb": memory["instrumented"] / 2**20}
+
+
+def print_row(row: dict) -> None:
+    time_ratio = row["instrumented_s"] / row["plain_s"]
+    memory_ratio = row["instrumented_mb"] / row["plain_mb"] if row["plain_mb"] > 0 else float("nan")
+    print(f"{row['network']:<12} {row['format']:<12} {row['tapped']:>4}/{row['layers']:<4} "
+          f"{row['plain_s']:>8.3f} {row['instrumented_s']:>8.3f} {time_ratio:>6.2f}x "
+          f"{'ok' if time_ratio <= TIME_TARGET else 'MISS':<4} "
+          f"{row['plain_mb']:>9.1f} {row['instrumented_mb']:>9.1f} {memory_ratio:>6.2f}x "
+          f"{'ok' if memory_ratio <= MEMORY_TARGET else 'MISS'}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", default="resnet50,transformer,lstm")
+    parser.add_argument("--child", nargs=3, metavar=("PATH", "SHAPE", "VARIANT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        path, shape, variant = args.child
+        bench = Bench(Path(path), tuple(int(d) for d in shape.split(",")), "cpu")
+        print(json.dumps({"peak_bytes": rss_peak_growth(bench, variant)}))
+        return
+    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
+          f"repeats={args.repeats} (median); targets: time <= {TIME_TARGET}x, peak memory <= {MEMORY_TARGET}x")
+    print(f"{'network':<12} {'format':<12} {'tapped':>9} {'plain_s':>8} {'instr_s':>8} {'time':>7} {'':<4} "
+          f"{'plain_MB':>9} {'instr_MB':>9} {'memory':>7}")
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.only.split(","):
+            for fmt, path in export(name, Path(folder)).items():
+                print_row(measure(name, fmt, path, args.device, args.repeats))
+
+
+if __name__ == "__main__":
+    main()
