@@ -50,9 +50,12 @@ class ConvertedNetwork:
     warnings: list[str]
 
 
-def convert_onnx(proto: onnx.ModelProto) -> ConvertedNetwork:
-    """Prepare a copy of proto, convert it, and finish the module (eval, Concat, parameters, one copy)."""
-    prepared = prepare(proto)
+def convert_onnx(proto: onnx.ModelProto, *, take: bool = False) -> ConvertedNetwork:
+    """Prepare a copy of proto (proto itself with take=True), convert it, finish the module.
+
+    Finishing: eval mode, Concat as a module, read float initializers as parameters, one copy of the weights.
+    """
+    prepared = prepare(proto, take=take)
     module, caught = _convert(prepared.proto)
     _modularise_concat(module)
     _swap_in_runtime_modules(module, prepared.runtime_nodes)
@@ -61,8 +64,19 @@ def convert_onnx(proto: onnx.ModelProto) -> ConvertedNetwork:
     _drop_unread_buffers(module, graph)
     nodes = [NodeInfo(n.name, n.op_type, depth, module.mapping[n.output[0]], n.op_type in LAYOUT_OPS)
              for depth, n in enumerate(graph.node)]
-    del graph.initializer[:]  # forward reads the module's tensors; the proto's copies would be dead weight
+    module.onnx_model = _without_initializers(module.onnx_model)
     return ConvertedNetwork(module.eval(), nodes, promoted, caught)
+
+
+def _without_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A fresh copy minus initializers (forward reads the module's tensors, not the proto's).
+
+    Protobuf (upb) frees a message's memory only with the whole message, so clearing the field is not enough.
+    """
+    del proto.graph.initializer[:]
+    slim = onnx.ModelProto()
+    slim.CopyFrom(proto)
+    return slim
 
 
 def _convert(proto: onnx.ModelProto) -> tuple[ConvertModel, list[str]]:

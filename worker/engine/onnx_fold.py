@@ -24,8 +24,8 @@ def fold_constants(graph: onnx.GraphProto, opsets: dict[str, int]) -> None:
             kept.append(node)
             continue
         for tensor in folded:
-            known[tensor.name] = tensor
             graph.initializer.append(tensor)
+            known[tensor.name] = graph.initializer[-1]  # the graph's own copy: the folded one can go
     _replace_nodes(graph, kept)
     drop_unused_initializers(graph)
 
@@ -77,12 +77,10 @@ def drop_unused_initializers(graph: onnx.GraphProto) -> None:
     unused = {t.name for t in graph.initializer} - used
     if not unused:
         return
-    kept = [t for t in graph.initializer if t.name not in unused]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    inputs = [v for v in graph.input if v.name not in unused]
-    del graph.input[:]
-    graph.input.extend(inputs)
+    # Deleted in place: rebuilding the field would copy every weight once more.
+    for field in (graph.initializer, graph.input):
+        for index in reversed([i for i, item in enumerate(field) if item.name in unused]):
+            del field[index]
 
 
 def _names_read(graph: onnx.GraphProto) -> set[str]:

@@ -27,7 +27,8 @@ def load_onnx(path: Path, external_data_dir: Path | None = None) -> LoadedNetwor
     attach_external_data(proto, external_data_dir)
     _check(proto)
     described = _describe(proto)
-    converted = convert_onnx(proto)
+    # Read from the file for this load alone, so conversion may rewrite it rather than a deep copy.
+    converted = convert_onnx(proto, take=True)
     del proto  # from here on the module holds the only copy of the weights
     return LoadedNetwork(
         module=converted.module,

@@ -31,9 +31,9 @@ class Prepared:
     runtime_nodes: dict[str, onnx.NodeProto]
 
 
-def prepare(proto: onnx.ModelProto) -> Prepared:
-    """A rewritten deep copy ready for ConvertModel."""
-    prepared = copy.deepcopy(proto)  # conversion mutates its input (it fuses MatMul+Add)
+def prepare(proto: onnx.ModelProto, *, take: bool = False) -> Prepared:
+    """A rewritten deep copy ready for ConvertModel; take=True rewrites proto itself (the caller gives it up)."""
+    prepared = proto if take else copy.deepcopy(proto)  # conversion mutates its input (it fuses MatMul+Add)
     graph = prepared.graph
     _name_nodes(graph)
     alias_initializer_identities(graph)
