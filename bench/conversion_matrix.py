@@ -31,8 +31,10 @@ def run_case(case, folder: Path) -> tuple[str, str]:
         result = check(case, path)
     except Exception as exc:
         return "FAIL", one_line(exc, 160)
-    ok = result["max_abs_diff"] <= PARITY and not result["without_grad"]
+    ok = result["max_abs_diff"] <= PARITY and not result["without_grad"] and not result["unhookable"]
     detail = f"diff {result['max_abs_diff']:.1e}, {result['nodes']} nodes, {result['layers']} layers"
+    if result["unhookable"]:
+        detail += f", not modules: {result['unhookable'][:3]}"
     if result["without_grad"]:
         detail += f", no grad: {result['without_grad'][:3]}"
     return ("pass" if ok else "FAIL"), detail

@@ -1,8 +1,9 @@
 """The conversion matrix: network families x opsets x exporters x batch kinds, exported and checked.
 
 Shared by tests/engine/test_conversion_matrix.py (a subset) and bench/conversion_matrix.py (all of it).
-A case passes when the export loads through the engine's loader, its forward agrees with onnxruntime
-within 1e-4 (absolute) on a fresh batch, and a backward from the summed output reaches every parameter.
+A case passes when the export loads through the engine's loader, every node runs as a hookable submodule,
+its forward agrees with onnxruntime within 1e-4 (absolute) on a fresh batch, and a backward from the summed
+output reaches every parameter.
 """
 
 from __future__ import annotations
@@ -164,5 +165,8 @@ def check(case: Case, path: Path) -> dict:
     diff = max_abs_diff(output.detach().numpy(), np.asarray(expected))
     output.sum().backward()
     missing = [name for name, p in module.named_parameters() if p.grad is None]
+    modules = dict(module.named_modules())
+    unhookable = [n.name for n in network.nodes if not isinstance(modules.get(n.module_path), nn.Module)]
     return {"max_abs_diff": diff, "parameters": sum(p.numel() for p in module.parameters()),
-            "without_grad": missing, "layers": len(network.layers), "nodes": len(network.nodes)}
+            "without_grad": missing, "unhookable": unhookable, "layers": len(network.layers),
+            "nodes": len(network.nodes)}
