@@ -8,6 +8,7 @@ import torch
 
 from gradaudit.options import AuditOptions
 from worker.engine.device import resolve_device
+from worker.engine.detectors import network_facts
 from worker.engine.diagnose import diagnose, verdict
 from worker.engine.errors import AuditError
 from worker.engine.activation_stats import SATURATION_RULE, Recorder
@@ -46,8 +47,9 @@ def audit_network(
     observed, probes = observed_layers(taps.layers, _per_layer(per_batch, batches.seeds, taps))
     layers, weight_nonfinite = layer_stats(module, observed, probes)
     loss_value = _mean(losses)
+    facts = network_facts(network, module, observed, batches.inputs[0])
     findings = diagnose(layers, loss_finite=loss_value is not None, op_counts=network.op_counts,
-                        weight_nonfinite=weight_nonfinite)
+                        weight_nonfinite=weight_nonfinite, facts=facts)
     return EngineResult(
         network={"format": network.format, "parameters": sum(s.parameters for s in layers), "layers": len(layers)},
         setup={**_setup(network, batches, probe, options, device), **_probe_setup(taps, losses, loss_value),

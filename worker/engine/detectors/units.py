@@ -1,0 +1,57 @@
+"""dead_relu and saturated_activation: what the units of each activation layer did on the probe batches."""
+
+from __future__ import annotations
+
+from worker.engine.activation_stats import SATURATION_RULE
+from worker.engine.detectors.common import Context, batch_values, finding, mean, span
+
+RELU_KINDS = ("Relu", "ReLU")
+SATURATING_KINDS = ("Sigmoid", "Tanh")
+DEAD_WARNING, DEAD_CRITICAL = 0.5, 0.99  # share of a layer's units dead on every probe sample
+SATURATED_WARNING, SATURATED_CRITICAL = 0.2, 0.6  # share of a layer's outputs in the saturated region
+
+
+def dead_fraction(ctx: Context, relu) -> float:
+    """A ReLU layer's dead units: a unit zero on every sample zeroes its incoming weights' gradient rows.
+
+    The estimate is the smaller of the layer's zero share (in every batch) and the zero-gradient share of the
+    weight layer feeding it; sparse but live units raise the first only, dead inputs the second only.
+    """
+    zeros = min(batch_values(relu, "activation_zero_fraction") or [0.0])
+    feeding = ctx.weight_before(relu.name)
+    return zeros if feeding is None else min(zeros, feeding.grad_zero_fraction)
+
+
+def detect_dead(ctx: Context) -> list[dict]:
+    """dead_relu where some ReLU layer has at least half its units dead over every probe batch."""
+    dead = [(s.name, dead_fraction(ctx, s)) for s in ctx.layers if s.kind in RELU_KINDS and s.probes]
+    flagged = [(name, share) for name, share in dead if share >= DEAD_WARNING]
+    if not flagged:
+        return []
+    worst = max(share for _, share in flagged)
+    severity = "critical" if worst >= DEAD_CRITICAL else "warning"
+    names = [name for name, _ in flagged]
+    title = (f"Dead ReLUs: up to {worst:.0%} of the units of {span(names)} output zero for every probe sample"
+             + ("; no gradient passes them" if severity == "critical" else ""))
+    evidence = {"dead_unit_share_by_layer": {name: round(share, 3) for name, share in dead},
+                "rule": "dead share = min(share of outputs exactly zero in every batch, share of exactly-zero "
+                        "gradients of the feeding weight layer); flagged from 0.5"}
+    return [finding("dead_relu", severity, title, names, evidence, 0.5 + worst / 2)]
+
+
+def detect_saturated(ctx: Context) -> list[dict]:
+    """saturated_activation where a sigmoid/tanh layer has a fifth or more of its outputs saturated."""
+    shares = [(s.name, s.kind, mean(batch_values(s, "activation_saturated_fraction")))
+              for s in ctx.layers if s.kind in SATURATING_KINDS and s.probes]
+    flagged = [(name, kind, share) for name, kind, share in shares if share >= SATURATED_WARNING]
+    if not flagged:
+        return []
+    worst = max(share for *_, share in flagged)
+    names = [name for name, *_ in flagged]
+    kinds = sorted({kind for _, kind, _ in flagged})
+    title = f"Saturated {'/'.join(kinds)}: up to {worst:.0%} of the outputs of {span(names)} sit where the " \
+            "derivative is below 1% of its peak"
+    evidence = {"saturated_share_by_layer": {name: round(share, 3) for name, _, share in shares},
+                "rule": SATURATION_RULE, "kinds": kinds}
+    return [finding("saturated_activation", "critical" if worst >= SATURATED_CRITICAL else "warning", title,
+                    names, evidence, 0.5 + worst / 2)]
