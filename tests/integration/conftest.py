@@ -20,5 +20,5 @@ def stack(make_settings, sqlite_url, redis_url, tmp_path):
 
 @pytest.fixture
 def slow_network(tmp_path) -> Path:
-    """A TorchScript network whose audit takes several seconds; needs input x of shape [8, 256]."""
-    return save_torchscript(SlowRecurrence(steps=8000), tmp_path / "slow.pt")
+    """A TorchScript network whose audit takes seconds; SLOW_OPTIONS gives its input shape."""
+    return save_torchscript(SlowRecurrence(steps=150), tmp_path / "slow.pt")

@@ -104,6 +104,9 @@ def _quiet():
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
+SLOW_WIDTH = 1024
+
+
 class Mlp(nn.Module):
     """A width-32 MLP with `depth` hidden layers and ten outputs; its input is named x."""
 
@@ -139,12 +142,12 @@ def save_onnx(network: nn.Module, path: Path, features: int = 32) -> Path:
 
 
 class SlowRecurrence(nn.Module):
-    """Thousands of tiny steps: a forward and backward that take seconds, to kill a worker mid-audit."""
+    """A hundred wide steps: a forward and backward that take seconds, to kill a worker mid-audit."""
 
-    def __init__(self, steps: int):
+    def __init__(self, steps: int, width: int = SLOW_WIDTH):
         super().__init__()
         self.steps = steps
-        self.cell = nn.Linear(256, 256)
+        self.cell = nn.Linear(width, width)
 
     def forward(self, x):
         for _ in range(self.steps):
@@ -152,4 +155,4 @@ class SlowRecurrence(nn.Module):
         return x
 
 
-SLOW_OPTIONS = '{"input_shapes": {"x": [8, 256]}}'
+SLOW_OPTIONS = '{"input_shapes": {"x": [64, 1024]}, "batches": 1}'
