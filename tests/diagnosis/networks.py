@@ -146,3 +146,18 @@ def _set_spectral_radius(weight: torch.Tensor, radius: float) -> None:
     with torch.no_grad():
         nn.init.normal_(weight)
         weight.mul_(radius / torch.linalg.eigvals(weight).abs().max())
+
+
+class Unguarded(nn.Module):
+    """Linear, then an unguarded exp or log, then a classifier: overflow (exp) or a negative argument (log)."""
+
+    def __init__(self, op: str, width: int, scale: float):
+        super().__init__()
+        self.first, self.last, self.op = nn.Linear(width, width), nn.Linear(width, 10), op
+        with torch.no_grad():
+            self.first.weight.mul_(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.first(x)
+        hidden = torch.exp(hidden) if self.op == "exp" else torch.log(hidden - 1.0)
+        return self.last(hidden)

@@ -28,6 +28,7 @@ PASCANU = "Pascanu, Mikolov & Bengio 2013, On the difficulty of training recurre
 LU = "Lu, Shin, Su & Karniadakis 2019, Dying ReLU and initialization: theory and numerical examples"
 BIAS = "Strongly negative biases keep ReLU pre-activations below zero (Lu et al. 2019, section 2)"
 SYMMETRY = "Constant or zero initialisation leaves units symmetric (Goodfellow, Bengio & Courville 2016, 8.4)"
+NONFINITE = "IEEE 754 overflow and invalid operations: exp above ~88.7 is inf in float32, log(x < 0) is NaN"
 HEALTHY = "Healthy control"
 DEEP_PLAIN = 20  # plain layers: He et al. 2016 see plain nets degrade from 20 to 56
 
@@ -189,6 +190,13 @@ def symmetric(depth: int, width: int, seed: int) -> list[Case]:
     return cases
 
 
+def nonfinite(depth: int, width: int, seed: int) -> list[Case]:
+    """An unguarded exp that overflows float32 and a log of values that are often negative."""
+    tag = f"w{width}s{seed}"
+    return [_case(f"nonfinite_{op}_{tag}", "nonfinite", NONFINITE, lambda op=op, k=scale: n.Unguarded(op, width, k),
+                  [8, width], ("nonfinite_values",), ("clip_gradients",)) for op, scale in (("exp", 100.0), ("log", 1.0))]
+
+
 def healthy(depth: int, width: int, seed: int) -> list[Case]:
     """Controls no finding should flag: residual CNN with BN, a transformer encoder, an LSTM, a He ReLU MLP."""
     tag = f"d{depth}w{width}s{seed}"
@@ -216,6 +224,7 @@ _FAMILIES = {  # family: (builder, full sweep of (depth or length or blocks, wid
     lu: [(d, w, s) for d in (30, 50) for w in (2, 3) for s in range(3)],
     negative_bias: [(d, w, s) for d in (4, 8) for w in (32, 64) for s in (0,)],
     symmetric: [(d, w, s) for d in (4, 8) for w in (16, 32) for s in (0,)],
+    nonfinite: [(1, w, s) for w in (16, 64) for s in (0, 1)],
     healthy: [(d, w, s) for d in (8, 16) for w in (32, 64) for s in (0, 1)],
 }
 

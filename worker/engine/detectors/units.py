@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from worker.engine.activation_stats import SATURATION_RULE
-from worker.engine.detectors.common import Context, batch_values, finding, mean, span
+from worker.engine.detectors.common import NORMALIZATION_KINDS, Context, batch_values, finding, mean, span
 
 RELU_KINDS = ("Relu", "ReLU")
 SATURATING_KINDS = ("Sigmoid", "Tanh")
@@ -11,20 +11,30 @@ DEAD_WARNING, DEAD_CRITICAL = 0.5, 0.99  # share of a layer's units dead on ever
 SATURATED_WARNING, SATURATED_CRITICAL = 0.2, 0.6  # share of a layer's outputs in the saturated region
 
 
-def dead_fraction(ctx: Context, relu) -> float:
-    """A ReLU layer's dead units: a unit zero on every sample zeroes its incoming weights' gradient rows.
+def dead_shares(ctx: Context) -> dict[str, float]:
+    """Per ReLU layer, the share of its units that output zero on every probe sample.
 
-    The estimate is the smaller of the layer's zero share (in every batch) and the zero-gradient share of the
-    weight layer feeding it; sparse but live units raise the first only, dead inputs the second only.
+    A dead unit zeroes its row of the feeding weight layer's gradient; a dead input zeroes a column. So the
+    feeding layer's zero-gradient share g is 1 - (1 - dead out)(1 - dead in), which gives the dead share of this
+    layer from that of the ReLU before it. Sparse but live units raise the layer's zero share, not g: the
+    estimate is the smaller of the two.
     """
-    zeros = min(batch_values(relu, "activation_zero_fraction") or [0.0])
-    feeding = ctx.weight_before(relu.name)
-    return zeros if feeding is None else min(zeros, feeding.grad_zero_fraction)
+    shares, upstream, feeding = {}, 0.0, None
+    for s in ctx.layers:
+        if s.parameters and s.kind not in NORMALIZATION_KINDS:
+            feeding = (s, upstream)
+        elif s.parameters:
+            feeding = (s, 0.0)  # per-channel scale and shift: a gradient entry per unit, no input columns
+        if s.kind in RELU_KINDS and s.probes:
+            zeros = min(batch_values(s, "activation_zero_fraction") or [0.0])
+            rows = zeros if feeding is None else 1 - (1 - feeding[0].grad_zero_fraction) / max(1e-9, 1 - feeding[1])
+            shares[s.name] = upstream = max(0.0, min(zeros, rows))
+    return shares
 
 
 def detect_dead(ctx: Context) -> list[dict]:
     """dead_relu where some ReLU layer has at least half its units dead over every probe batch."""
-    dead = [(s.name, dead_fraction(ctx, s)) for s in ctx.layers if s.kind in RELU_KINDS and s.probes]
+    dead = list(dead_shares(ctx).items())
     flagged = [(name, share) for name, share in dead if share >= DEAD_WARNING]
     if not flagged:
         return []
@@ -34,8 +44,8 @@ def detect_dead(ctx: Context) -> list[dict]:
     title = (f"Dead ReLUs: up to {worst:.0%} of the units of {span(names)} output zero for every probe sample"
              + ("; no gradient passes them" if severity == "critical" else ""))
     evidence = {"dead_unit_share_by_layer": {name: round(share, 3) for name, share in dead},
-                "rule": "dead share = min(share of outputs exactly zero in every batch, share of exactly-zero "
-                        "gradients of the feeding weight layer); flagged from 0.5"}
+                "rule": "dead share = min(share of outputs exactly zero in every batch, share of the feeding "
+                        "weight layer's gradient rows that are exactly zero); flagged from 0.5"}
     return [finding("dead_relu", severity, title, names, evidence, 0.5 + worst / 2)]
 
 
