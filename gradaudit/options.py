@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 LossName = Literal["auto", "sum", "mse", "cross_entropy"]
+OptimizerName = Literal["sgd", "adam"]
 
 
 class AuditOptions(BaseModel):
@@ -20,6 +21,11 @@ class AuditOptions(BaseModel):
     loss: LossName = "auto"
     # Synthetic batches probed (seeds seed, seed+1, ...); an uploaded .npz is always the one batch.
     batches: int = Field(default=3, ge=1, le=64)
+    # Optional short training before the probe, to see what only appears after a few updates (dying ReLUs,
+    # update-to-weight ratio); 0 probes the network exactly as uploaded.
+    train_steps: int = Field(default=0, ge=0, le=200)
+    optimizer: OptimizerName = "sgd"
+    learning_rate: float = Field(default=0.01, gt=0, le=10)
 
     @field_validator("input_shapes")
     @classmethod

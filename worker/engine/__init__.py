@@ -19,6 +19,7 @@ from worker.engine.result import EngineResult, LayerStats
 from worker.engine.stats import layer_stats
 from worker.engine.taps import Taps, observed_layers, taps_for
 from worker.engine.torchscript_taps import TapsUnavailable
+from worker.engine.training import train_briefly
 
 __all__ = ["AuditError", "EngineResult", "LayerStats", "audit_network", "resolve_device"]
 
@@ -41,8 +42,9 @@ def audit_network(
     batches = probe_batches(network, options, Path(inputs_path) if inputs_path else None)
     reference = _onnxruntime_reference(network, batches.inputs[0])  # before the probe: onnxruntime's weights go
     module = _trainable_on(network.module, device)
+    training, untrained = train_briefly(module, batches, options, device)  # options.train_steps updates, if any
     probe, taps, recorder = _probe(network, module, batches, options.loss, device)
-    parity = _parity(reference, probe)
+    parity = _parity(reference, untrained or probe)  # the uploaded weights, before any training step
     per_batch, losses = recorder.fetch()
     observed, probes = observed_layers(taps.layers, _per_layer(per_batch, batches.seeds, taps))
     layers, weight_nonfinite = layer_stats(module, observed, probes)
@@ -53,7 +55,7 @@ def audit_network(
     return EngineResult(
         network={"format": network.format, "parameters": sum(s.parameters for s in layers), "layers": len(layers)},
         setup={**_setup(network, batches, probe, options, device), **_probe_setup(taps, losses, loss_value),
-               **parity},
+               **parity, **training},
         layers=layers,
         findings=findings,
         verdict=verdict(findings),
