@@ -51,32 +51,73 @@ def _as_layer_stats(layer: Layer, values: dict[str, float], probes: list[dict]) 
     )
 
 
+# Elements reduced at a time: float64 working copies of a 100M-parameter layer would cost more
+# memory than the network itself, chunks cost a few megabytes.
+CHUNK_ELEMENTS = 1 << 20
+# Running sums per layer, in float64 on the device.
+_SUMS = ("count", "weight_sumsq", "weight_nonfinite", "finite", "sum", "sumsq", "sum_abs", "max_abs", "zeros",
+         "nonfinite")
+
+
 def _row(parameters: list[torch.nn.Parameter]) -> torch.Tensor:
-    weights = torch.cat([p.detach().reshape(-1).double() for p in parameters])
-    grads = torch.cat([_grad(p).reshape(-1).double() for p in parameters])
-    finite_weights, _ = _finite(weights)
-    finite, nonfinite = _finite(grads)
-    count = torch.tensor(float(grads.numel()), dtype=torch.float64, device=grads.device)
-    magnitude = finite.abs()
+    sums = None
+    for weights, grads in _chunks(parameters):
+        chunk_sums = _chunk_sums(weights, grads)
+        sums = chunk_sums if sums is None else _combine(sums, chunk_sums)
+    return _as_row(dict(zip(_SUMS, sums)))
+
+
+def _chunks(parameters: list[torch.nn.Parameter]):
+    """(weights, gradients) chunk pairs as float64, one chunk alive at a time."""
+    for parameter in parameters:
+        weights, grads = parameter.detach().reshape(-1), _grad(parameter).reshape(-1)
+        for start in range(0, max(weights.numel(), 1), CHUNK_ELEMENTS):
+            end = start + CHUNK_ELEMENTS
+            yield weights[start:end].double(), grads[start:end].double()
+
+
+def _chunk_sums(weights: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    finite_weights = torch.isfinite(weights)
+    finite = torch.isfinite(grads)
+    clean = torch.where(finite, grads, 0.0)
+    magnitude = clean.abs()
     return torch.stack([
-        count,
-        torch.linalg.vector_norm(finite_weights),
-        torch.linalg.vector_norm(finite),
-        magnitude.mean() if finite.numel() else count * 0,
-        finite.std(correction=0) if finite.numel() else count * 0,
-        magnitude.max() if finite.numel() else count * 0,
-        (grads == 0).double().mean(),
-        nonfinite,
-        weights.numel() - torch.isfinite(weights).sum().double(),
+        torch.tensor(float(grads.numel()), dtype=torch.float64, device=grads.device),
+        torch.where(finite_weights, weights, 0.0).square().sum(),
+        (~finite_weights).sum().double(),
+        finite.sum().double(),
+        clean.sum(),
+        clean.square().sum(),
+        magnitude.sum(),
+        magnitude.max() if magnitude.numel() else magnitude.new_zeros(()),
+        (grads == 0).sum().double(),
+        (~finite).sum().double(),
+    ])
+
+
+def _combine(total: torch.Tensor, chunk: torch.Tensor) -> torch.Tensor:
+    combined = total + chunk
+    combined[_SUMS.index("max_abs")] = torch.maximum(total[_SUMS.index("max_abs")], chunk[_SUMS.index("max_abs")])
+    return combined
+
+
+def _as_row(sums: dict[str, torch.Tensor]) -> torch.Tensor:
+    finite = sums["finite"].clamp(min=1)
+    mean = sums["sum"] / finite
+    variance = (sums["sumsq"] / finite - mean.square()).clamp(min=0)
+    return torch.stack([
+        sums["count"],
+        sums["weight_sumsq"].sqrt(),
+        sums["sumsq"].sqrt(),
+        sums["sum_abs"] / finite,
+        variance.sqrt(),
+        sums["max_abs"],
+        sums["zeros"] / sums["count"].clamp(min=1),
+        sums["nonfinite"],
+        sums["weight_nonfinite"],
     ])
 
 
 def _grad(parameter: torch.nn.Parameter) -> torch.Tensor:
     # A parameter the loss never reached has no gradient; for the audit that is a zero gradient.
     return parameter.grad.detach() if parameter.grad is not None else torch.zeros_like(parameter.detach())
-
-
-def _finite(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The finite entries, and how many entries were NaN or infinite (as a 0-d tensor)."""
-    mask = torch.isfinite(values)
-    return values[mask], (~mask).sum().double()
