@@ -25,7 +25,7 @@ def recommend(finding: dict, ctx: Context, findings: list[dict]) -> list[dict[st
     advice = _ADVISORS[finding["code"]](finding, ctx, {f["code"]: f for f in findings})
     seen, unique = set(), []
     for item in advice:
-        if item["code"] not in seen:
+        if item is not None and item["code"] not in seen:
             seen.add(item["code"])
             unique.append(item)
     return unique
