@@ -6,6 +6,7 @@ Each tensor is reduced once, where it is produced, to a short row; rows stay on 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -30,9 +31,8 @@ def activation_row(output: torch.Tensor, kind: str | None) -> torch.Tensor:
     """numel, mean, std, zero fraction and (Sigmoid/Tanh only, else NaN) saturated fraction, as float64."""
     values = _reducible(output.detach())
     count = values.numel()
-    # sum and the L2 norm are the fastest full reductions on CPU (std_mean is several times slower).
-    mean = values.sum(dtype=torch.float64) / count
-    square_mean = torch.linalg.vector_norm(values, dtype=torch.float64) ** 2 / count
+    mean = fast_sum(values).double() / count
+    square_mean = robust_norm(values) ** 2 / count
     zero_fraction = 1 - torch.count_nonzero(values).double() / count
     saturated = _saturated_count(values, kind) / count if kind in SATURATING_KINDS else mean * math.nan
     std = (square_mean - mean * mean).clamp(min=0).sqrt()
@@ -40,15 +40,48 @@ def activation_row(output: torch.Tensor, kind: str | None) -> torch.Tensor:
     return torch.stack([numel, mean, std, zero_fraction, saturated]).double()
 
 
+def robust_norm(values: torch.Tensor) -> torch.Tensor:
+    """The L2 norm as float64: float32 BLAS nrm2 (fast), redone in float64 where float32 overflowed."""
+    norm = torch.linalg.vector_norm(values).double()
+    # On CPU reading the result costs nothing; on an accelerator it would stall the stream, and there
+    # float64 is cheap enough to do always.
+    if values.device.type == "cpu" and bool(torch.isfinite(norm)):
+        return norm
+    return torch.linalg.vector_norm(values, dtype=torch.float64)
+
+
+def fast_sum(values: torch.Tensor) -> torch.Tensor:
+    """The sum of every entry, as a matrix-vector product with ones where the size allows.
+
+    On CPU, BLAS's gemv sums several times faster than torch's own sum (1.5 ms against 8 ms for 4M
+    floats here), and float64 reductions cost 4x more again; the float32 partial sums of gemv carry
+    about seven significant digits, plenty for statistics of an audit.
+    """
+    flat = values.reshape(-1)
+    whole = flat.numel() - flat.numel() % _SUM_WIDTH
+    if whole == 0:
+        return flat.sum()
+    rows = torch.mv(flat[:whole].view(-1, _SUM_WIDTH), _ones(values.dtype, values.device))
+    return rows.sum() + flat[whole:].sum()
+
+
+_SUM_WIDTH = 1024
+
+
+@functools.lru_cache(maxsize=8)
+def _ones(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.ones(_SUM_WIDTH, dtype=dtype, device=device)
+
+
 def grad_row(grad: torch.Tensor) -> torch.Tensor:
     """L2 norm, mean |g|, max |g|, exactly-zero count and non-finite count of one gradient, as float64."""
     values = _reducible(grad.detach())
     count = values.numel()
-    norm = torch.linalg.vector_norm(values, dtype=torch.float64)
+    norm = robust_norm(values)
     low, high = torch.aminmax(values)
     return torch.stack([
         norm,
-        torch.linalg.vector_norm(values, ord=1, dtype=torch.float64) / count,
+        torch.linalg.vector_norm(values, ord=1).double() / count,
         torch.maximum(-low, high).double(),
         (count - torch.count_nonzero(values)).double(),
         _nonfinite_count(values, norm),
