@@ -89,7 +89,7 @@ def _negative_bias_layers(ctx: Context, relus: list[str]) -> list[str]:
 def _saturated(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
     kinds = "/".join(finding["evidence"]["kinds"])
     relu = _rec("use_relu", (
-        f"{span(finding['layers'])} use {kinds} and sit in its flat region: replace with ReLU and re-initialise "
+        f"The outputs of {span(finding['layers'])} ({kinds}) sit in its flat region: replace with ReLU and re-initialise "
         "the weight layers before them He-normal (torch.nn.init.kaiming_normal_)."))
     init = by_code.get("poor_initialization")
     if init is None:
@@ -106,7 +106,7 @@ def _vanishing(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
     if squashing:
         kinds = sorted({ctx.activation_after(name) for name in squashing})
         advice.append(_rec("use_relu", (
-            f"{span(squashing)} are followed by {'/'.join(kinds)}, whose derivative (at most 0.25 for sigmoid) "
+            f"The {span(squashing)} are followed by {'/'.join(kinds)}, whose derivative (at most 0.25 for sigmoid) "
             "shrinks the gradient at every layer: replace with ReLU and re-initialise He-normal "
             f"(torch.nn.init.kaiming_normal_); the gradient now falls {abs(finding['evidence'].get('slope_decades_per_layer', 0)):.2f} "
             "decades per weight layer.")))

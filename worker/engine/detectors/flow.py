@@ -39,7 +39,7 @@ def _confidence(trend: Trend, decades: float) -> float:
 def _vanishing(trend: Trend) -> dict:
     decades = -trend.change_decades
     title = (f"Vanishing gradients: the gradient reaching the input-side layers is {decades:.1f} decades "
-             f"smaller than at the output side ({-trend.slope:.2f} decades per weight layer)")
+             f"smaller than at the output side ({abs(trend.slope):.2f} decades per weight layer)")
     return finding("vanishing_gradient", _severity(decades), title, trend.beyond(WARNING_DECADES, -1.0),
                    trend.evidence(), _confidence(trend, decades))
 
@@ -51,7 +51,7 @@ def _exploding(gradients: Trend | None, activations: Trend | None, change: float
                 "activation_growth_decades": round(growth, 3)}
     if change >= growth:
         title = (f"Exploding gradients: the gradient grows {change:.1f} decades from the output side to the "
-                 f"input side ({gradients.slope:.2f} decades per weight layer)")
+                 f"input side ({abs(gradients.slope):.2f} decades per weight layer)")
         layers, trend = gradients.beyond(WARNING_DECADES, 1.0), gradients
     else:
         title = f"Exploding activations: layer outputs grow {growth:.1f} decades with depth"
