@@ -14,7 +14,7 @@ from worker.engine.errors import AuditError
 from worker.engine.activation_stats import SATURATION_RULE, Recorder
 from worker.engine.batches import ProbeBatches, probe_batches
 from worker.engine.load import LoadedNetwork, load_network
-from worker.engine.probe import Probe, run_probe
+from worker.engine.probe import Probe, flatten_outputs, run_probe
 from worker.engine.result import EngineResult, LayerStats
 from worker.engine.stats import layer_stats
 from worker.engine.taps import Taps, observed_layers, taps_for
@@ -44,7 +44,7 @@ def audit_network(
     module = _trainable_on(network.module, device)
     training, untrained = train_briefly(module, batches, options, device)  # options.train_steps updates, if any
     probe, taps, recorder = _probe(network, module, batches, options.loss, device)
-    parity = _parity(reference, untrained or probe)  # the uploaded weights, before any training step
+    parity = _parity(reference, untrained or probe, None if untrained else (module, batches, device))
     per_batch, losses = recorder.fetch()
     observed, probes = observed_layers(taps.layers, _per_layer(per_batch, batches.seeds, taps))
     layers, weight_nonfinite = layer_stats(module, observed, probes)
@@ -146,10 +146,20 @@ def _onnxruntime_reference(network: LoadedNetwork, inputs: dict[str, torch.Tenso
     return onnxruntime_outputs(network.source_path, inputs)
 
 
-def _parity(reference, probe: Probe) -> dict:
-    """onnxruntime parity entries for setup (ONNX only); AuditError('conversion_mismatch') above tolerance."""
+def _parity(reference, probe: Probe, uploaded: tuple | None) -> dict:
+    """onnxruntime parity entries for setup (ONNX only); AuditError('conversion_mismatch') above tolerance.
+
+    `uploaded` is (module, batches, device) while the module still holds the uploaded weights.
+    """
     if reference is None:
         return {}
-    from worker.engine.ort_check import parity_setup
+    from worker.engine.ort_check import float64_disagreement, parity_setup
 
-    return parity_setup(*reference, probe.output_index, probe.output)
+    def sensitivity() -> float | None:
+        if uploaded is None:
+            return None
+        module, batches, device = uploaded
+        inputs = [tensor.to(device) for tensor in batches.inputs[0].values()]
+        return float64_disagreement(module, inputs, lambda outputs: flatten_outputs(outputs)[probe.output_index])
+
+    return parity_setup(*reference, probe.output_index, probe.output, sensitivity)
