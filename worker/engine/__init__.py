@@ -11,7 +11,7 @@ from worker.engine.device import resolve_device
 from worker.engine.detectors import network_facts
 from worker.engine.diagnose import diagnose, verdict
 from worker.engine.errors import AuditError
-from worker.engine.activation_stats import SATURATION_RULE, Recorder
+from worker.engine.activation_stats import SAMPLING_RULE, SATURATION_RULE, Recorder
 from worker.engine.batches import ProbeBatches, probe_batches
 from worker.engine.load import LoadedNetwork, load_network
 from worker.engine.probe import Probe, flatten_outputs, run_probe
@@ -104,6 +104,7 @@ def _probe_setup(taps: Taps, losses: list[float | None], loss_value: float | Non
         "parameter_gradients": f"mean over the {len(losses)} batches (the gradient of the mean loss)",
         "layer_outputs": taps.description,
         "saturation": SATURATION_RULE,
+        "output_statistics": SAMPLING_RULE,
     }
 
 
