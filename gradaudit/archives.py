@@ -15,7 +15,7 @@ import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 MAX_MEMBERS = 1000
 CHUNK_BYTES = 1024 * 1024
@@ -37,7 +37,7 @@ class Member:
     size: int
     is_dir: bool
     is_file: bool
-    open: object  # () -> BinaryIO
+    open: Callable[[], BinaryIO]
 
 
 def is_tar(stream: BinaryIO) -> bool:
