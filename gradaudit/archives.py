@@ -40,18 +40,6 @@ class Member:
     open: Callable[[], BinaryIO]
 
 
-def is_tar(stream: BinaryIO) -> bool:
-    """True for a plain or gzip-compressed tar archive; leaves the stream at 0."""
-    stream.seek(0)
-    try:
-        with tarfile.open(fileobj=stream, mode="r:*") as archive:
-            return archive.next() is not None
-    except (tarfile.TarError, OSError, EOFError):
-        return False
-    finally:
-        stream.seek(0)
-
-
 def has_onnx_member(names: list[str]) -> bool:
     """True when an archive's member names include an .onnx file."""
     return any(name.lower().endswith(".onnx") for name in names)
