@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from flask import url_for
 
 from api.problems import Problem
-from models.tables import Audit
+from models.tables import Audit, as_utc
 
 # A failed audit's report answers with its stored code; worker trouble is ours, the rest is the upload's.
 _SERVER_SIDE_FAILURES = {"worker_lost": 503, "broker_unavailable": 503, "internal_error": 500,
@@ -18,8 +18,7 @@ _SERVER_SIDE_FAILURES = {"worker_lost": 503, "broker_unavailable": 503, "interna
 def _timestamp(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-    return aware.isoformat().replace("+00:00", "Z")
+    return as_utc(moment).isoformat().replace("+00:00", "Z")
 
 
 def audit_json(audit: Audit) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from models.tables import Audit, AuditStatus, LayerProbe, LayerStat, utcnow
+from models.tables import Audit, AuditStatus, LayerProbe, LayerStat, as_utc, utcnow
 
 QUEUED, RUNNING = AuditStatus.QUEUED.value, AuditStatus.RUNNING.value
 SUCCEEDED, FAILED = AuditStatus.SUCCEEDED.value, AuditStatus.FAILED.value
@@ -90,14 +90,8 @@ def claim_audit(
 
 
 def _is_abandoned(audit: Audit, stale_before: datetime, owner_is_dead: Callable[[str], bool]) -> bool:
-    return owner_is_dead(audit.claimed_by or "") or _aware(audit.heartbeat_at) < stale_before
-
-
-def _aware(moment: datetime | None) -> datetime:
-    """SQLite hands back naive datetimes; they were written in UTC."""
-    if moment is None:
-        return datetime.min.replace(tzinfo=utcnow().tzinfo)
-    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
+    silent = audit.heartbeat_at is None or as_utc(audit.heartbeat_at) < stale_before
+    return owner_is_dead(audit.claimed_by or "") or silent
 
 
 def _same_state(audit: Audit):

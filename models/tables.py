@@ -27,6 +27,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """The moment as an aware UTC datetime: SQLite hands back naive ones, which were written in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 def new_audit_id() -> str:
     """A fresh, unguessable audit id."""
     return uuid.uuid4().hex

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from models import audits as audit_rows
 from models.audits import Claim
 from models.database import make_engine, make_session_factory
-from models.tables import Audit, LayerStat, utcnow
+from models.tables import Audit, LayerStat, as_utc, utcnow
 
 STALE_AFTER = timedelta(seconds=30)
 RESULT = {"network": {"format": "onnx", "parameters": 10, "layers": 1},
@@ -308,9 +308,9 @@ def test_beat_refreshes_only_the_owners_heartbeat(db):
     set_columns(db, audit.id, heartbeat_at=old)
 
     assert not db.call(audit_rows.beat, audit_id=audit.id, worker_id="w2")
-    assert audit_rows._aware(reread(db, audit.id).heartbeat_at) == old
+    assert as_utc(reread(db, audit.id).heartbeat_at) == old
     assert db.call(audit_rows.beat, audit_id=audit.id, worker_id="w1")
-    assert audit_rows._aware(reread(db, audit.id).heartbeat_at) > old
+    assert as_utc(reread(db, audit.id).heartbeat_at) > old
 
 
 def test_beat_after_finish_is_refused(db):
