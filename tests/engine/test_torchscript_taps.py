@@ -44,6 +44,13 @@ class Gated(nn.Module):
         return self.last(hidden)
 
 
+def observed(run, *inputs) -> tuple[object, dict[int, torch.Tensor]]:
+    """The outputs of one tapped run, and a copy of each tapped tensor taken when it was observed."""
+    seen = {}
+    outputs = run(lambda tap, tensor: seen.__setitem__(tap, tensor.detach().clone()), *inputs)
+    return outputs, seen
+
+
 def nested() -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=True), nn.Sequential(nn.Linear(8, 8), nn.Tanh()),
@@ -62,7 +69,8 @@ def test_taps_equal_the_plain_intermediates_and_the_output_is_unchanged(how):
     network = nested()
     module = compiled(network, how, torch.randn(2, 4))
     x = torch.randn(5, 4)
-    outputs, (linear, relu, tanh) = Tapping(module).forward(["0", "1", "2.1"])(x)
+    outputs, seen = observed(Tapping(module).forward(["0", "1", "2.1"]), x)
+    linear, relu, tanh = seen[0], seen[1], seen[2]
     with torch.no_grad():
         expected_linear = network[0](x)
     assert torch.allclose(outputs, module(x))
@@ -73,24 +81,37 @@ def test_taps_equal_the_plain_intermediates_and_the_output_is_unchanged(how):
 
 @pytest.mark.parametrize("how", ["trace", "script"])
 def test_tapped_tensors_get_their_own_gradient_on_every_call(how):
-    module = compiled(nested(), how, torch.randn(2, 4))
+    network = nested()
+    module = compiled(network, how, torch.randn(2, 4))
     run = Tapping(module).forward(["0", "3"])
     for _ in range(4):  # past the profiling runs after which TorchScript would fuse the graph
         x = torch.randn(3, 4)
-        outputs, (linear, last) = run(x)
         seen = {}
-        linear.register_hook(lambda grad: seen.__setitem__("linear", grad))
-        last.register_hook(lambda grad: seen.__setitem__("last", grad))
+        outputs = run(lambda tap, tensor: tensor.register_hook(lambda grad: seen.__setitem__(tap, grad)), x)
         outputs.sum().backward()
-        assert torch.equal(seen["last"], torch.ones(3, 2))
-        assert seen["linear"] is not None and seen["linear"].shape == (3, 8)
+        assert torch.equal(seen[1], torch.ones(3, 2))
+        # The first Linear's output is overwritten by the in-place ReLU; its hook still gets the gradient with
+        # respect to the Linear's output: zero where the ReLU cut it off.
+        with torch.no_grad():
+            cut = network[0](x) <= 0
+        assert seen[0].shape == (3, 8) and torch.all(seen[0][cut] == 0) and seen[0][~cut].abs().sum() > 0
+
+
+def test_in_place_ops_stay_in_place():
+    graph = str(compiled(nested(), "trace", torch.randn(2, 4)).inlined_graph)
+    assert "aten::relu_" in graph
+    module = compiled(nested(), "trace", torch.randn(2, 4))
+    tapping = Tapping(module)
+    tapping.forward(["0", "1"])
+    assert "aten::relu_" in str(tapping._graph) and str(tapping._graph).count("gradaudit::observe") == 2
 
 
 def test_scripted_control_flow():
     module = compiled(Gated(), "script", torch.randn(2, 4))
     x = torch.randn(3, 4)
-    outputs, (act, last) = Tapping(module).forward(["act", "last"])(x)
-    assert torch.allclose(outputs, module(x)) and torch.equal(last, outputs)
+    outputs, seen = observed(Tapping(module).forward(["act", "last"]), x)
+    act, last = seen[0], seen[1]
+    assert torch.allclose(outputs, module(x)) and torch.equal(last, outputs.detach())
     assert act.shape == (3, 4) and act.abs().max() <= 1
 
 
@@ -99,16 +120,17 @@ def test_lstm_output_is_the_sequence_not_the_state(how):
     network = token_network()
     module = compiled(network, how, torch.randint(0, 50, (2, 5)))
     tokens = torch.randint(0, 50, (3, 5))
-    _, (lstm,) = Tapping(module).forward(["lstm"])(tokens)
+    _, seen = observed(Tapping(module).forward(["lstm"]), tokens)
+    lstm = seen[0]
     with torch.no_grad():
         expected, _ = network.lstm(network.emb(tokens))
     assert torch.allclose(lstm, expected, atol=1e-6)
 
 
-def test_a_path_with_no_top_level_output_is_none():
+def test_a_path_with_no_top_level_output_is_never_observed():
     module = compiled(nested(), "script", torch.randn(2, 4))
-    outputs, taps = Tapping(module).forward(["0", "no.such.module"])(torch.randn(2, 4))
-    assert taps[0] is not None and taps[1] is None
+    _, seen = observed(Tapping(module).forward(["0", "no.such.module"]), torch.randn(2, 4))
+    assert list(seen) == [0]
 
 
 def test_a_graph_that_cannot_be_read_is_taps_unavailable():

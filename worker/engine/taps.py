@@ -5,6 +5,7 @@ which move or relabel values without computing new ones, are not layers and are 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -93,9 +94,9 @@ def torchscript_taps(network: LoadedNetwork) -> Taps:
     except TapsUnavailable as refused:
         return Taps(list(network.layers), f"unavailable: {refused}")
     taps = Taps(layers, "", tapped=sum(p in tapping.outputs for p in paths))
-    taps.description = (f"TorchScript graph rewritten to also return the outputs of {taps.tapped} module calls, "
-                        "grouped by module scope; layout-only modules skipped")
-    taps.attach = lambda _module, recorder: _observing(run, recorder)
+    taps.description = (f"TorchScript graph rewritten to observe the outputs of {taps.tapped} module calls as they "
+                        "are produced, grouped by module scope; layout-only modules skipped")
+    taps.attach = lambda _module, recorder: functools.partial(run, recorder.observe)
     return taps
 
 
@@ -121,17 +122,6 @@ def _parameter_free_call(path: str, submodule, tapping: Tapping) -> bool:
     if not path or found is None or submodule.original_name in TORCHSCRIPT_LAYOUT_MODULES:
         return False
     return found.producer == path
-
-
-def _observing(run: Callable, recorder: Recorder) -> Callable:
-    def forward(*inputs):
-        outputs, tensors = run(*inputs)
-        for index, tensor in enumerate(tensors):
-            if tensor is not None:
-                recorder.observe(index, tensor)
-        return outputs
-
-    return forward
 
 
 def observed_layers(layers: list[Layer], probes: list[list[dict]]) -> tuple[list[Layer], list[list[dict]]]:

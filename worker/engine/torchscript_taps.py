@@ -6,13 +6,19 @@ this module, and any failure surfaces as TapsUnavailable so the audit can fall b
 
 A node belongs to the module whose call it came from (its module hierarchy after inlining, e.g. "layers.0"
 for nodes of `self.layers[0](x)`). A module call's output is the tensor that leaves its nodes: the first
-tensor output of the last top-level node of that call that is used outside it. Only nodes at the top level
-of the graph can be returned, so a call made inside an `if` or a loop of scripted code has no tap.
+tensor output of the last top-level node of that call that is used outside it. Only top-level nodes are
+tapped, so a call made inside an `if` or a loop of scripted code has no tap.
+
+A tap is a call to the op gradaudit::observe inserted right after the node producing the tensor. Its Python
+kernel hands the tensor to the observer of the running forward at that moment, before any later in-place op
+(relu_, add_) overwrites it, and while nothing but the network's own autograd holds it; in-place ops stay in
+place, so the tapped network needs no more memory than the plain one.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,32 +47,36 @@ class Tapping:
     def __init__(self, module: torch.jit.ScriptModule):
         try:
             self._graph = module.inlined_graph  # a fresh copy each time: editing it leaves the module alone
-            # In-place ops (relu_) would make a call's output alias the next call's, so make them out-of-place.
-            torch._C._jit_pass_remove_mutation(self._graph)
             self.outputs = _module_outputs(self._graph)
         except Exception as exc:
             raise TapsUnavailable(f"the graph could not be analysed ({one_line(exc, 200)})") from None
         self._module = module
 
-    def forward(self, paths: list[str]) -> Callable[..., tuple[object, list[torch.Tensor | None]]]:
-        """A function of the network's inputs giving (its outputs, the output tensor of each path or None).
+    def forward(self, paths: list[str]) -> Callable[..., object]:
+        """A function of (observe, *inputs) running the network and calling observe(i, tensor) as the output of
+        paths[i] is produced; it returns the network's outputs. Paths with no top-level output are never observed.
 
-        It edits this Tapping's graph, so call it once per Tapping; the function it returns may run many times.
+        The tensor is handed over before later in-place ops run, so observe must reduce or copy it then. This
+        edits the Tapping's graph: call it once per Tapping; the function it returns may run many times.
         """
-        tapped = [path for path in paths if path in self.outputs]
+        tapped = [(i, self.outputs[path].value) for i, path in enumerate(paths) if path in self.outputs]
         try:
-            function = _returning_also(self._graph, [self.outputs[path].value for path in tapped])
+            for position, value in tapped:
+                _insert_observe(self._graph, value, position)
+            function = torch._C._create_function_from_graph("forward_with_taps", self._graph)
         except Exception as exc:
             raise TapsUnavailable(f"the graph could not be rewritten ({one_line(exc, 200)})") from None
-        position = {path: 1 + i for i, path in enumerate(tapped)}
         module = self._module
 
-        def run(*inputs):
-            # Optimised execution fuses nodes into differentiable subgraphs whose intermediate outputs get no
-            # gradient of their own; the plain interpreter keeps one autograd node per op.
-            with torch.jit.optimized_execution(False):
-                results = function(module._c, *inputs)
-            return results[0], [results[position[p]] if p in position else None for p in paths]
+        def run(observe: Callable[[int, torch.Tensor], None], *inputs):
+            _running.observe = observe
+            try:
+                # Optimised execution fuses nodes into differentiable subgraphs whose intermediate outputs get
+                # no gradient of their own; the plain interpreter keeps one autograd node per op.
+                with torch.jit.optimized_execution(False):
+                    return function(module._c, *inputs)
+            finally:
+                _running.observe = None
 
         return run
 
@@ -124,15 +134,29 @@ def _tensor_in(value: torch._C.Value) -> torch._C.Value | None:
     return None
 
 
-def _returning_also(graph: torch._C.Graph, taps: list[torch._C.Value]) -> torch._C.ScriptFunction:
-    """A function of (module, *inputs) returning the tuple (original output, *taps)."""
-    original = list(graph.outputs())
-    if len(original) != 1:
-        raise ValueError(f"forward has {len(original)} graph outputs, expected 1")
-    values = [original[0], *taps]
-    bundle = graph.create("prim::TupleConstruct", values)
-    graph.appendNode(bundle)
-    bundle.output().setType(torch._C.TupleType([value.type() for value in values]))
-    graph.eraseOutput(0)
-    graph.registerOutput(bundle.output())
-    return torch._C._create_function_from_graph("forward_with_taps", graph)
+_running = threading.local()  # the observer of the forward running on this thread
+
+_OPS = torch.library.Library("gradaudit", "DEF")
+_OPS.define("observe(Tensor value, int tap) -> ()")
+
+
+def _observe(value: torch.Tensor, tap: int) -> None:
+    observe = getattr(_running, "observe", None)
+    if observe is not None:
+        observe(tap, value)
+
+
+# Above autograd, so the kernel sees the tensor as the graph holds it and can register gradient hooks on it.
+_OPS.impl("observe", _observe, "CompositeImplicitAutograd")
+
+
+def _insert_observe(graph: torch._C.Graph, value: torch._C.Value, tap: int) -> None:
+    """Insert gradaudit::observe(value, tap) right after the node producing value."""
+    constant = graph.insertConstant(tap)
+    producer = value.node()
+    if producer.kind() == "prim::Param":  # a graph input: observe it before anything else runs
+        constant.node().moveBefore(next(iter(graph.nodes())))
+    else:
+        constant.node().moveAfter(producer)
+    call = graph.create("gradaudit::observe", [value, constant], 0)
+    call.insertAfter(constant.node())
