@@ -141,3 +141,12 @@ def test_a_graph_that_cannot_be_read_is_taps_unavailable():
 
     with pytest.raises(TapsUnavailable, match="could not be analysed"):
         Tapping(NotScript())
+
+
+def test_modules_held_in_a_module_list_are_found_under_their_own_names():
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True, dropout=0.0)
+    encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    tapping = Tapping(reloaded(torch.jit.trace(encoder, torch.randn(2, 5, 8), check_trace=False)))
+    assert {"layers.0", "layers.0.linear1", "layers.1.norm2", "layers.1.self_attn"} <= set(tapping.outputs)
+    assert tapping.outputs["layers.1"].producer == "layers.1.norm2"

@@ -47,7 +47,7 @@ class Tapping:
     def __init__(self, module: torch.jit.ScriptModule):
         try:
             self._graph = module.inlined_graph  # a fresh copy each time: editing it leaves the module alone
-            self.outputs = _module_outputs(self._graph)
+            self.outputs = _by_module_name(_module_outputs(self._graph), module)
         except Exception as exc:
             raise TapsUnavailable(f"the graph could not be analysed ({one_line(exc, 200)})") from None
         self._module = module
@@ -101,6 +101,28 @@ def _module_outputs(graph: torch._C.Graph) -> dict[str, ModuleOutput]:
             if value is not None:
                 outputs[scope] = ModuleOutput(value, path)
     return outputs
+
+
+def _by_module_name(outputs: dict[str, ModuleOutput], module) -> dict[str, ModuleOutput]:
+    """The outputs keyed by named_modules() path. A module hierarchy leaves out ModuleList and ModuleDict, which
+    are indexed but never called: a TransformerEncoder's encoder.layers.0 is encoder.0 there."""
+    names = {}
+    for path, _ in module.named_modules():
+        names.setdefault(_call_path(module, path), path)
+    return {names[path]: ModuleOutput(found.value, names.get(found.producer, found.producer))
+            for path, found in outputs.items() if path in names}
+
+
+def _call_path(module, path: str) -> str:
+    parts, kept = path.split(".") if path else [], []
+    for part in parts:
+        module = getattr(module, part)
+        if module.original_name not in _NEVER_CALLED:
+            kept.append(part)
+    return ".".join(kept)
+
+
+_NEVER_CALLED = frozenset({"ModuleList", "ModuleDict"})
 
 
 def _enclosing(path: str) -> list[str]:
