@@ -11,7 +11,8 @@ import torch
 from gradaudit.options import AuditOptions
 from tests.engine.conftest import export_onnx, mlp, token_network
 from worker.engine import audit_network
-from worker.engine.activation_stats import Recorder, activation_row, grad_row
+from worker.engine.activation_stats import (Recorder, activation_statistics, activation_sums, grad_statistics,
+                                            grad_sums, sampled)
 
 
 def test_batches_and_seeds_are_recorded(mlp_onnx):
@@ -51,21 +52,41 @@ def test_token_inputs_stay_within_the_vocabulary_and_say_so(tmp_path):
                                                 "it indexes"}
 
 
+def activation_row(values: torch.Tensor, kind: str) -> list[float]:
+    reduced = activation_sums(values, kind)
+    return list(activation_statistics(reduced.sums.tolist(), reduced.numel, reduced.sampled).values())
+
+
+def grad_row(values: torch.Tensor) -> list[float]:
+    reduced = grad_sums(values)
+    return list(grad_statistics(reduced.sums.tolist(), reduced.numel, reduced.sampled).values())
+
+
 def test_rows_match_plain_torch():
     values = torch.tensor([[0.0, -2.0, 3.0], [0.0, 8.0, -7.0]])
-    activation = activation_row(values, "Tanh").tolist()
+    activation = activation_row(values, "Tanh")
     assert activation[:4] == pytest.approx([6, values.mean().item(), values.std(correction=0).item(), 2 / 6])
     assert activation[4] == pytest.approx(4 / 6)  # |x| > 0.995 for tanh: -2, 3, 8, -7
-    assert math.isnan(activation_row(values, "Relu")[4].item())
-    grad = grad_row(torch.tensor([0.0, 3.0, -4.0, float("nan")])).tolist()
+    assert math.isnan(activation_row(values, "Relu")[4])
+    grad = grad_row(torch.tensor([0.0, 3.0, -4.0, float("nan")]))
     assert math.isnan(grad[0]) and grad[3:] == [1, 1]
-    assert grad_row(torch.tensor([0.0, 3.0, -4.0, 0.0])).tolist() == pytest.approx([5.0, 7 / 4, 4.0, 2, 0])
+    assert grad_row(torch.tensor([0.0, 3.0, -4.0, 0.0])) == pytest.approx([5.0, 7 / 4, 4.0, 2, 0])
+
+
+def test_large_tensors_are_estimated_from_a_sample_of_cache_line_runs():
+    values = torch.randn(64, 256, 7, 7).relu()  # 802,816 entries, about half exactly zero
+    sample = sampled(values)
+    assert 2 ** 15 * 0.75 < sample.numel() <= 2 ** 15 and sample.is_contiguous()
+    assert (sample == 0).float().mean().item() == pytest.approx((values == 0).float().mean().item(), abs=0.01)
+    _, mean, std, _, _ = activation_row(values, "Relu")
+    assert math.hypot(mean, std) == pytest.approx(values.square().mean().sqrt().item(), rel=1e-5)  # RMS: exact
+    assert mean == pytest.approx(values.mean().item(), abs=0.02 * std)
 
 
 def test_sigmoid_saturation_threshold_is_one_percent_of_the_peak_derivative():
     edge = 2 * math.atanh(math.sqrt(0.99))  # sigmoid'(x) = 0.01 * sigmoid'(0) here
     x = torch.tensor([edge - 0.01, edge + 0.01, -edge - 0.01, 0.0])
-    assert activation_row(torch.sigmoid(x), "Sigmoid")[4].item() == pytest.approx(2 / 4)
+    assert activation_row(torch.sigmoid(x), "Sigmoid")[4] == pytest.approx(2 / 4)
 
 
 def test_recorder_without_gradient_reports_none_for_the_gradient():
