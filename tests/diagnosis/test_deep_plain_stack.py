@@ -19,3 +19,15 @@ def test_a_24_layer_plain_batchnorm_stack_is_a_deep_plain_stack(tmp_path):
     assert 1.0 <= abs(stack["evidence"]["gradient_fitted_change_decades"]) < 1.5  # under the trend thresholds
     assert stack["recommendations"][0]["code"] == "add_skip_connections"
     assert control.verdict == "healthy"
+
+
+def test_batchnorm_folded_into_the_convolutions_is_not_blamed_on_initialisation(tmp_path):
+    # The legacy ONNX exporter folds the calibrated BatchNorm into the convolutions: their weights predict 2.5
+    # decades of growth, but the forward stays in scale, so the weights are not what drives the gradient.
+    plain = he2016(depth=32, width=8, seed=0)[0]
+    path, options = export(plain, "onnx", tmp_path)
+
+    found = {f["code"]: f for f in audit_network(path, options=options, device="cpu").findings}
+
+    assert "poor_initialization" not in found
+    assert found["deep_plain_stack"]["recommendations"][0]["code"] == "add_skip_connections"

@@ -11,9 +11,9 @@ from tests.engine.conftest import save_torchscript
 from worker.engine.detectors import recurrent
 from worker.engine.detectors.common import Context
 from worker.engine.detectors.facts import NetworkFacts
-from worker.engine.detectors.graph import structure
+from worker.engine.detectors.graph import Structure, structure
 from worker.engine.detectors.units import dead_shares
-from worker.engine.detectors.weights import RecurrenceFacts
+from worker.engine.detectors.weights import RecurrenceFacts, WeightFacts
 from worker.engine.diagnose import diagnose
 from worker.engine.load import load_network
 from worker.engine.result import LayerStats
@@ -67,3 +67,35 @@ def test_baselines_apply_their_published_rules():
     assert sagemaker(healthy, [8, 32]) == set() and autotrainer(healthy, [8, 32]) == set()
     saturated = n.mlp(3, 32, "tanh", n.gaussian(400.0))
     assert "saturated_activation" in sagemaker(saturated, [8, 32])
+
+
+def _probed(depth, output_grad, activation_rms, parameters=4096):
+    row = {"output_grad_norm": output_grad, "activation_mean": 0.0, "activation_std": activation_rms}
+    return LayerStats(name=f"fc{depth}", kind="Linear", depth=depth, parameters=parameters, weight_norm=1.0,
+                      grad_norm=1.0, grad_mean_abs=0.0, grad_std=0.0, grad_max_abs=0.0, grad_zero_fraction=0.0,
+                      grad_nonfinite=0, grad_to_weight=1.0, probes=[row] * 3)
+
+
+def _codes(layers, facts=None):
+    return {f["code"] for f in diagnose(layers, loss_finite=True, op_counts={}, weight_nonfinite={},
+                                        facts=facts or NetworkFacts())}
+
+
+def test_one_step_at_the_output_end_is_not_a_vanishing_trend():
+    # The stack loses 0.1 decade per layer, then the gradient drops 2 decades into the last hidden layer.
+    step = [_probed(d, 10.0 ** (-2.6 + 0.1 * d), 1.0) for d in range(7)] + [_probed(7, 1.0, 1.0)]
+    steady = [_probed(d, 10.0 ** (-2.6 + 0.3 * d), 1.0) for d in range(8)]
+    assert _codes(step) == set()
+    assert _codes(steady) == {"vanishing_gradient"}
+
+
+def test_initialisation_is_blamed_only_when_the_forward_drifts_the_way_the_weights_predict():
+    # Weights twice the linear expectation predict 2.1 decades of growth over the layers after the first; the
+    # gradient grows 2 decades toward the input. Folded normalisation keeps the forward at RMS 1 instead.
+    weights = {f"fc{d}": WeightFacts(fan_in=64, rms=2.0 / 8.0, constant=False, bias_mean=0.0) for d in range(8)}
+    facts = NetworkFacts(weights=weights, structure=Structure(8, 0, 0, 8))
+    grads = [10.0 ** (2.0 - 2.0 * d / 7) for d in range(8)]
+    in_scale = [_probed(d, g, 1.0) for d, g in enumerate(grads)]
+    growing = [_probed(d, g, 2.0 ** d) for d, g in enumerate(grads)]
+    assert "poor_initialization" not in _codes(in_scale, facts)
+    assert "poor_initialization" in _codes(growing, facts)

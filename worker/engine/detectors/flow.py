@@ -16,8 +16,8 @@ def detect(ctx: Context) -> list[dict]:
     gradients, activations = gradient_trend(ctx.weights), activation_trend(ctx.weights)
     change = gradients.change_decades if gradients else 0.0
     growth = -activations.change_decades if activations else 0.0
-    if change <= -WARNING_DECADES:
-        return [_vanishing(gradients)]
+    if change <= -WARNING_DECADES and (steady := _steady_change(ctx, gradients)) <= -WARNING_DECADES:
+        return [_vanishing(gradients, steady)]
     if change >= WARNING_DECADES or growth >= ACTIVATION_WARNING_DECADES:
         return [_exploding(gradients, activations, change, growth)]
     return []
@@ -28,6 +28,14 @@ def trends(ctx: Context) -> tuple[Trend | None, Trend | None]:
     return gradient_trend(ctx.weights), activation_trend(ctx.weights)
 
 
+def _steady_change(ctx: Context, gradients: Trend) -> float:
+    """The fitted change without the output-side weight layer, where the same measure still fits a trend."""
+    # A decay over depth shows on the stack alone; one step at the output end (the loss gradient entering a
+    # saturated last layer through a classifier of another scale) is a single layer's doing, not a trend.
+    stack = gradient_trend(ctx.weights[:-1])
+    return stack.change_decades if stack and stack.metric == gradients.metric else gradients.change_decades
+
+
 def _severity(decades: float) -> str:
     return "critical" if decades >= CRITICAL_DECADES else "warning"
 
@@ -36,12 +44,13 @@ def _confidence(trend: Trend, decades: float) -> float:
     return trend.r2 * min(1.0, decades / (2 * WARNING_DECADES)) + 0.2
 
 
-def _vanishing(trend: Trend) -> dict:
+def _vanishing(trend: Trend, steady: float) -> dict:
     decades = -trend.change_decades
     title = (f"Vanishing gradients: the gradient reaching the input-side layers is {decades:.1f} decades "
              f"smaller than at the output side ({abs(trend.slope):.2f} decades per weight layer)")
-    return finding("vanishing_gradient", _severity(decades), title, trend.beyond(WARNING_DECADES, -1.0),
-                   trend.evidence(), _confidence(trend, decades))
+    evidence = {**trend.evidence(), "fitted_change_without_output_layer_decades": round(steady, 3)}
+    return finding("vanishing_gradient", _severity(decades), title, trend.beyond(WARNING_DECADES, -1.0), evidence,
+                   _confidence(trend, decades))
 
 
 def _exploding(gradients: Trend | None, activations: Trend | None, change: float, growth: float) -> dict:

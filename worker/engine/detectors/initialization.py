@@ -6,12 +6,18 @@ from __future__ import annotations
 import math
 
 from worker.engine.detectors.common import Context, finding, span
+from worker.engine.trend import activation_trend
 
 # Weight RMS expected for fan-in n: gain / sqrt(n) (He for ReLU-like, LeCun/Xavier otherwise).
 GAINS = {"relu": math.sqrt(2.0), "leaky_relu": math.sqrt(2.0), "gelu": math.sqrt(2.0), "elu": math.sqrt(2.0),
          "silu": math.sqrt(2.0), "selu": 1.0, "tanh": 1.0, "sigmoid": 1.0, "linear": 1.0}
 LARGE = 2.0  # weight RMS at least this many times the expectation saturates a squashing activation
 EXPLAINED = 0.5  # init explains a trend when it predicts at least this share of the fitted change
+# The same per-layer weight-scale factor multiplies the forward activation variance and the backward gradient
+# variance, so weights that drive the gradient also move the forward signal: some weight layer's output RMS must
+# at least double (or halve, for a vanishing prediction) from the first one's. Not the fitted forward drift:
+# biases hold a shrinking forward signal at a floor that the gradient never sees.
+FORWARD_MOVED = math.log10(2.0)
 
 
 def scale_ratios(ctx: Context) -> list[tuple[str, float, str]]:
@@ -59,12 +65,25 @@ def _explains_trend(ratios, by_code: dict, ctx: Context) -> dict | None:
     predicted = sum(math.log10(r) for _, r, _ in ratios[1:])  # layer l's weights scale the gradient below l
     if predicted * observed <= 0 or abs(predicted) < EXPLAINED * abs(observed):
         return None
+    if not _forward_follows(predicted, ctx):
+        return None
     names = [name for name, r, _ in ratios if abs(math.log10(r)) >= math.log10(1.25)] or [ratios[0][0]]
     direction = "small" if predicted < 0 else "large"
     title = (f"Weights of {span(names)} are too {direction} for their fan-in and activation: that alone predicts "
              f"{abs(predicted):.1f} of the {abs(observed):.1f} decades the gradient changes over depth")
     return finding("poor_initialization", "warning", title, names, _evidence(ratios, predicted, observed),
                    0.4 + 0.5 * min(1.0, abs(observed / predicted)))
+
+
+def _forward_follows(predicted: float, ctx: Context) -> bool:
+    """Whether the weight layers' forward output RMS moves FORWARD_MOVED decades the way the weights predict."""
+    activations = activation_trend(ctx.weights)
+    if activations is None:
+        return True  # no forward statistics: the weights alone decide, as before
+    # Folded normalisation rescales the weights so that the forward stays in scale; such weights are off the
+    # He/Xavier expectation without being what drives the gradient.
+    first, sign = activations.layer_means[0], math.copysign(1.0, predicted)
+    return max(sign * (y - first) for y in activations.layer_means) >= FORWARD_MOVED
 
 
 def _observed_change(trend_finding: dict) -> float:
