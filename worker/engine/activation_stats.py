@@ -1,7 +1,8 @@
 """Statistics of every tapped layer output and of the gradient with respect to it, kept on the device.
 
-Each tensor is reduced once, where it is produced, to a short row; rows stay on the device until
-`Recorder.fetch`, which moves all of them (and the batch losses) to the host in one transfer.
+Each tensor is reduced once, where it is produced, to a few raw sums; they stay on the device until
+`Recorder.fetch`, which moves all of them (and the batch losses) to the host in one transfer and does the
+arithmetic there. On CPU, where reading a scalar costs nothing, a few are read at once to skip work.
 """
 
 from __future__ import annotations
@@ -31,19 +32,21 @@ GRAD_COLUMNS = ("output_grad_norm", "output_grad_mean_abs", "output_grad_max_abs
 _ACTIVATION_SUMS = 4  # the sample's sum, L2 norm, the sample's nonzero and saturated (or NaN) entries
 _GRAD_SUMS = 6  # L2 norm, sum of |g| over the sample, min, max, nonzero entries in the sample, non-finite entries
 
+Scalar = torch.Tensor | float  # a 0-d tensor on the tensor's device, or a number already known on the host
+
 
 @dataclass(frozen=True)
 class Reduced:
-    """One tensor's device row of raw sums, with the entry counts the host needs to turn it into statistics."""
+    """One tensor's raw sums, with the entry counts the host needs to turn them into statistics."""
 
-    sums: torch.Tensor
+    sums: tuple[Scalar, ...]
     numel: int
     sampled: int
 
 
 def activation_sums(output: torch.Tensor, kind: str | None) -> Reduced:
     """The sample's sum, the exact L2 norm, and the sample's nonzero and (Sigmoid/Tanh only, else NaN) saturated
-    counts, as float64.
+    counts.
 
     The norm gives the output's RMS exactly, which is what the depth trends use; the mean only splits the RMS
     into mean and std, and a sample estimates it to within a percent of the std for one full pass less.
@@ -51,9 +54,8 @@ def activation_sums(output: torch.Tensor, kind: str | None) -> Reduced:
     values = _reducible(output.detach())
     sample = sampled(values)
     norm = robust_norm(values)
-    saturated = _saturated_count(sample, kind) if kind in SATURATING_KINDS else norm * math.nan
-    sums = torch.stack([sample.sum(), norm, torch.count_nonzero(sample), saturated])
-    return Reduced(sums, values.numel(), sample.numel())
+    saturated = _saturated_count(sample, kind) if kind in SATURATING_KINDS else math.nan
+    return Reduced((sample.sum(), norm, _nonzero(sample), saturated), values.numel(), sample.numel())
 
 
 def activation_statistics(row: list[float], numel: int, sample_size: int) -> dict[str, float]:
@@ -74,12 +76,22 @@ def sampled(values: torch.Tensor) -> torch.Tensor:
     16x fewer lines than single entries would; k is a prime above 7, so the runs' starts walk through every
     position of power-of-two and 7x7 layouts instead of one column of them.
     """
-    flat = values.reshape(-1)
+    flat = _flat(values)
     if flat.numel() <= SAMPLE_ENTRIES:
         return flat
     stride = _RUN * _prime_at_least(max(11, -(-flat.numel() // SAMPLE_ENTRIES)))
     runs = flat.numel() // stride
-    return flat[:runs * stride].view(runs, stride)[:, :_RUN].contiguous().view(-1)
+    return torch.as_strided(flat, (runs, _RUN), (stride, 1)).contiguous().view(-1)
+
+
+def _flat(values: torch.Tensor) -> torch.Tensor:
+    """The entries in one dimension: a view in memory order where the tensor is dense in some order of its
+    dimensions (a transposed output), so only a truly scattered tensor is copied. Sums and counts ignore order."""
+    if not values.is_contiguous():
+        by_stride = values.permute(sorted(range(values.dim()), key=lambda d: -values.stride(d)))
+        if by_stride.is_contiguous():
+            values = by_stride
+    return values.reshape(-1)
 
 
 SAMPLE_ENTRIES = 1 << 15  # torch reduces up to 32,768 entries on one thread, without a parallel region
@@ -97,14 +109,14 @@ def _prime_at_least(n: int) -> int:
     return n
 
 
-def robust_norm(values: torch.Tensor) -> torch.Tensor:
-    """The L2 norm as float64: float32 BLAS nrm2 (fast), redone in float64 where float32 overflowed."""
-    norm = torch.linalg.vector_norm(values).double()
-    # On CPU reading the result costs nothing; on an accelerator it would stall the stream, and there
-    # float64 is cheap enough to do always.
-    if values.device.type == "cpu" and bool(torch.isfinite(norm)):
-        return norm
-    return torch.linalg.vector_norm(values, dtype=torch.float64)
+def robust_norm(values: torch.Tensor) -> Scalar:
+    """The L2 norm. On CPU, read at once (that costs nothing there) from a float32 reduction, redone in float64
+    where float32 overflowed; on an accelerator, where a read would stall the stream and float64 is cheap, a
+    float64 reduction left on the device."""
+    if values.device.type != "cpu":
+        return torch.linalg.vector_norm(values, dtype=torch.float64)
+    norm = torch.linalg.vector_norm(values).item()
+    return norm if math.isfinite(norm) else torch.linalg.vector_norm(values, dtype=torch.float64).item()
 
 
 def grad_sums(grad: torch.Tensor) -> Reduced:
@@ -113,8 +125,7 @@ def grad_sums(grad: torch.Tensor) -> Reduced:
     sample = sampled(values)
     norm = robust_norm(values)
     low, high = torch.aminmax(values)
-    sums = torch.stack([norm, sample.abs().sum(), low, high, torch.count_nonzero(sample),
-                        _nonfinite_count(values, norm)])
+    sums = (norm, sample.abs().sum(), low, high, _nonzero(sample), _nonfinite_count(values, norm))
     return Reduced(sums, values.numel(), sample.numel())
 
 
@@ -125,13 +136,18 @@ def grad_statistics(row: list[float], numel: int, sample_size: int) -> dict[str,
     return dict(zip(GRAD_COLUMNS, (norm, abs_sum / sample_size, max(-low, high), zero_count, nonfinite)))
 
 
-def _nonfinite_count(values: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
-    # Counting is the costliest reduction on CPU, and the norm is finite exactly when every entry is (short of
-    # overflow past 1e154 in float64). On CPU reading the norm costs nothing, so count only when it is not;
-    # on an accelerator that read would stall the stream, so count there always.
-    if values.device.type == "cpu" and bool(torch.isfinite(norm)):
-        return norm * 0
-    return values.numel() - torch.isfinite(values).sum().double()
+def _nonfinite_count(values: torch.Tensor, norm: Scalar) -> Scalar:
+    # Counting is a full pass, and the norm is finite exactly when every entry is (short of overflow past 1e154
+    # in float64). Where the norm was already read (CPU), count only when it is not finite; on an accelerator,
+    # where reading it would stall the stream, count always.
+    if isinstance(norm, float) and math.isfinite(norm):
+        return 0
+    return values.numel() - torch.isfinite(values).sum()
+
+
+def _nonzero(sample: torch.Tensor) -> torch.Tensor:
+    # Twice as fast as torch.count_nonzero on the 32,768 entries of a sample (14 us against 22 us on CPU).
+    return sample.bool().sum()
 
 
 def _reducible(values: torch.Tensor) -> torch.Tensor:
@@ -169,13 +185,13 @@ class Recorder:
 
     def record_loss(self, loss: torch.Tensor) -> None:
         """Keep the batch's loss, still on the device."""
-        self._losses.append(loss.detach().double().reshape(1))
+        self._losses.append(loss.detach())
 
     def fetch(self) -> tuple[list[list[dict | None]], list[float | None]]:
         """Per batch, per layer, the statistics as plain numbers (None where not measured); the batch losses."""
         slots = [(b, i, slot) for b, batch in enumerate(self._batches) for i, slot in sorted(batch.items())]
-        rows = [_padded(slot) for _, _, slot in slots] + ([torch.cat(self._losses)] if self._losses else [])
-        flat = torch.cat(rows).cpu().tolist() if rows else []
+        scalars = [value for _, _, slot in slots for value in _padded(slot)] + self._losses
+        flat = _on_host(scalars)
         width = _ACTIVATION_SUMS + _GRAD_SUMS
         table: list[list[dict | None]] = [[None] * len(self._kinds) for _ in self._batches]
         for n, (batch, index, slot) in enumerate(slots):
@@ -191,10 +207,19 @@ def _grad_observer(slot: list):
     return observe
 
 
-def _padded(slot: list) -> torch.Tensor:
+def _padded(slot: list) -> tuple[Scalar, ...]:
     activation, grad = slot
-    missing = activation.sums.new_full((_GRAD_SUMS,), math.nan, dtype=torch.float64)
-    return torch.cat([activation.sums.double(), grad.sums.double() if grad else missing])
+    return activation.sums + (grad.sums if grad else (math.nan,) * _GRAD_SUMS)
+
+
+def _on_host(scalars: list[Scalar]) -> list[float]:
+    """Every scalar as a float: on an accelerator all tensors travel in one transfer; on CPU each is read."""
+    tensors = [value for value in scalars if isinstance(value, torch.Tensor)]
+    if tensors and tensors[0].device.type != "cpu":
+        read = iter(torch.stack(tensors).double().cpu().tolist())  # stack promotes the mixed dtypes
+    else:
+        read = (t.item() for t in tensors)
+    return [float(next(read)) if isinstance(value, torch.Tensor) else float(value) for value in scalars]
 
 
 def _named(values: list[float], activation: Reduced, grad: Reduced | None) -> dict:
