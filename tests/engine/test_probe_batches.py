@@ -76,7 +76,7 @@ def test_rows_match_plain_torch():
 def test_large_tensors_are_estimated_from_a_sample_of_cache_line_runs():
     values = torch.randn(64, 256, 7, 7).relu()  # 802,816 entries, about half exactly zero
     sample = sampled(values)
-    assert 2 ** 15 * 0.75 < sample.numel() <= 2 ** 15 and sample.is_contiguous()
+    assert 2 ** 14 * 0.75 < sample.numel() <= 2 ** 14 and sample.is_contiguous()
     assert (sample == 0).float().mean().item() == pytest.approx((values == 0).float().mean().item(), abs=0.01)
     _, mean, std, _, _ = activation_row(values, "Relu")
     assert math.hypot(mean, std) == pytest.approx(values.square().mean().sqrt().item(), rel=1e-5)  # RMS: exact
@@ -105,6 +105,6 @@ def test_a_transposed_output_is_sampled_without_copying_it_whole():
     values = torch.randn(64, 32, 96).relu()
     transposed = values.transpose(1, 2)  # dense, but not contiguous
     sample = sampled(transposed)
-    assert sample.numel() <= 2 ** 15
+    assert sample.numel() <= 2 ** 14
     assert (sample == 0).float().mean().item() == pytest.approx(0.5, abs=0.02)
     assert activation_row(transposed, "Relu")[:4] == pytest.approx(activation_row(values, "Relu")[:4])

@@ -51,7 +51,7 @@ def activation_sums(output: torch.Tensor, kind: str | None) -> Reduced:
     The norm gives the output's RMS exactly, which is what the depth trends use; the mean only splits the RMS
     into mean and std, and a sample estimates it to within a percent of the std for one full pass less.
     """
-    values = _reducible(output.detach())
+    values = _flat(_reducible(output.detach()))
     sample = sampled(values)
     norm = robust_norm(values)
     saturated = _saturated_count(sample, kind) if kind in SATURATING_KINDS else math.nan
@@ -71,8 +71,8 @@ def sampled(values: torch.Tensor) -> torch.Tensor:
     """A contiguous copy of every k-th run of _RUN consecutive entries, at most SAMPLE_ENTRIES of them (at least
     a k-th); all entries of a tensor no larger than that.
 
-    A full pass costs about 0.2 ms per million floats on CPU, a sample 0.05 ms at any size, and a share
-    estimated from it is within about a percent. Runs of 16 float32 fill one cache line, so the sample reads
+    A full pass costs 0.05-0.1 ms per million floats on CPU, a sample about 0.02 ms at any size, and a share
+    estimated from it is within a percent or two. Runs of 16 float32 fill one cache line, so the sample reads
     16x fewer lines than single entries would; k is a prime above 7, so the runs' starts walk through every
     position of power-of-two and 7x7 layouts instead of one column of them.
     """
@@ -94,7 +94,7 @@ def _flat(values: torch.Tensor) -> torch.Tensor:
     return values.reshape(-1)
 
 
-SAMPLE_ENTRIES = 1 << 15  # torch reduces up to 32,768 entries on one thread, without a parallel region
+SAMPLE_ENTRIES = 1 << 14  # under torch's parallel grain (32,768): sample reductions run on one thread
 _RUN = 16
 SAMPLING_RULE = (f"norms (so each output's RMS) and max |g| are exact; the activation mean (and so the std, "
                  f"sqrt(RMS^2 - mean^2)), the zero and saturated fractions and mean |g| of tensors over "
@@ -110,18 +110,22 @@ def _prime_at_least(n: int) -> int:
 
 
 def robust_norm(values: torch.Tensor) -> Scalar:
-    """The L2 norm. On CPU, read at once (that costs nothing there) from a float32 reduction, redone in float64
-    where float32 overflowed; on an accelerator, where a read would stall the stream and float64 is cheap, a
-    float64 reduction left on the device."""
+    """The L2 norm. On CPU, read at once (that costs nothing there) from a float32 dot product of the entries
+    with themselves, redone in float64 where float32 overflowed; on an accelerator, where a read would stall
+    the stream and float64 is cheap, a float64 reduction left on the device."""
     if values.device.type != "cpu":
         return torch.linalg.vector_norm(values, dtype=torch.float64)
-    norm = torch.linalg.vector_norm(values).item()
-    return norm if math.isfinite(norm) else torch.linalg.vector_norm(values, dtype=torch.float64).item()
+    # BLAS dot runs at twice the speed of torch's own norm here (0.05 against 0.11 ns per float).
+    flat = _flat(values)
+    square = torch.dot(flat, flat).item()
+    if math.isfinite(square):
+        return math.sqrt(square)
+    return torch.linalg.vector_norm(values, dtype=torch.float64).item()
 
 
 def grad_sums(grad: torch.Tensor) -> Reduced:
     """L2 norm, the sample's sum of |g|, min, max, the sample's nonzero count and the non-finite count."""
-    values = _reducible(grad.detach())
+    values = _flat(_reducible(grad.detach()))
     sample = sampled(values)
     norm = robust_norm(values)
     low, high = torch.aminmax(values)
@@ -146,7 +150,7 @@ def _nonfinite_count(values: torch.Tensor, norm: Scalar) -> Scalar:
 
 
 def _nonzero(sample: torch.Tensor) -> torch.Tensor:
-    # Twice as fast as torch.count_nonzero on the 32,768 entries of a sample (14 us against 22 us on CPU).
+    # Faster than torch.count_nonzero on a sample this size (10 us against 12 us for 16,384 floats on CPU).
     return sample.bool().sum()
 
 
