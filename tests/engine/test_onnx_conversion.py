@@ -11,6 +11,7 @@ from onnx.reference import ReferenceEvaluator
 
 from worker.engine.errors import AuditError
 from worker.engine.onnx_convert import Concat, convert_onnx
+from worker.engine.onnx_ops import Gemm
 from worker.engine.ort_check import max_abs_diff, parity_setup, tolerance_for
 
 RNG = np.random.default_rng(0)
@@ -125,7 +126,9 @@ def test_every_node_is_a_module_concat_included_and_weights_are_held_once():
     modules = dict(converted.module.named_modules())
     assert [(n.name, n.op_type, n.depth) for n in converted.nodes] == [("cat", "Concat", 0), ("fc", "Gemm", 1)]
     assert isinstance(modules[converted.nodes[0].module_path], Concat)
-    assert isinstance(modules[converted.nodes[1].module_path], torch.nn.Linear)
+    # Our weightless Gemm reads the weights as parameters: onnx2pytorch never copies them into a Linear.
+    assert isinstance(modules[converted.nodes[1].module_path], Gemm)
+    assert sorted(p.numel() for p in converted.module.parameters()) == [5, 35]
     assert list(converted.module.buffers()) == [] and len(converted.module.onnx_model.graph.initializer) == 0
     assert len(proto.graph.initializer) == 2  # the caller's proto is untouched
     _agrees_with_reference(proto, feeds)
@@ -150,3 +153,19 @@ def test_parity_tolerance_scales_with_output_magnitude_and_refuses_above_it():
         parity_setup(reference, None, 0, torch.tensor([[1.0, 2.01]]))
     assert mismatch.value.code == "conversion_mismatch"
     assert parity_setup(None, "no session", 0, torch.zeros(1))["onnxruntime_error"] == "no session"
+
+
+def test_an_initializer_two_weight_nodes_share_becomes_a_parameter_each():
+    # Exporters store equal constant weights once; as weights of two layers they must train apart.
+    feeds = {"x": _array(2, 4)}
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["h"], name="fc1", transB=1),
+             helper.make_node("Gemm", ["h", "w"], ["y"], name="fc2", transB=1)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.full((4, 4), 0.5, dtype=np.float32), "w")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    converted = convert_onnx(proto)
+    parameters = list(converted.module.parameters())
+    assert len(parameters) == 2 and parameters[0].data_ptr() != parameters[1].data_ptr()
+    _agrees_with_reference(proto, feeds)

@@ -42,7 +42,9 @@ def prepare(proto: onnx.ModelProto, *, take: bool = False) -> Prepared:
     states = _route_initializers(graph, _recurrent_state_inputs)
     _route_initializers(graph, _matmul_inputs_not_a_weight)
     drop_unused_initializers(graph)
-    return Prepared(prepared, states, _hold_out_runtime_weight_nodes(graph))
+    held = _hold_out_runtime_weight_nodes(graph)
+    _untie_shared_initializers(graph, held)
+    return Prepared(prepared, states, held)
 
 
 @functools.cache
@@ -150,15 +152,34 @@ def _hold_out_runtime_weight_nodes(graph: onnx.GraphProto) -> dict[str, onnx.Nod
 
 
 def _needs_runtime_weights(node: onnx.NodeProto, initializers: set[str]) -> bool:
-    inputs = list(node.input) + ["", "", ""]
-    bias_computed = inputs[2] != "" and inputs[2] not in initializers
-    if node.op_type in ("Conv", "ConvTranspose"):
-        return inputs[1] not in initializers or bias_computed
-    if node.op_type == "Gemm":
-        return inputs[0] in initializers or inputs[1] not in initializers or bias_computed
+    # Every Conv and Gemm: onnx2pytorch would copy their weights into a layer while it also keeps them as
+    # buffers and the proto keeps them too, three copies at once; ours read the one set of parameters.
+    if node.op_type in ("Conv", "ConvTranspose", "Gemm"):
+        return True
     if node.op_type in ("AveragePool", "MaxPool", "LpPool"):
         return _pool_beyond_torch(node)
     return node.op_type == "Range"  # its converter cannot take 0-d tensors as bounds
+
+
+def _untie_shared_initializers(graph: onnx.GraphProto, held: dict[str, onnx.NodeProto]) -> None:
+    """Give each held-out node its own copy of an initializer that an earlier node also reads.
+
+    Exporters store equal constant tensors once (every zero-initialised layer then reads the same one); as
+    weights of separate layers they are separate parameters, each with its own gradient.
+    """
+    initializers = {t.name: t for t in graph.initializer}
+    read = set()
+    for node in graph.node:
+        for position, name in enumerate(node.input):
+            if name not in initializers:
+                continue
+            if name in read and node.output[0] in held:
+                own = onnx.TensorProto()
+                own.CopyFrom(initializers[name])
+                own.name = f"{name}/{node.output[0]}"
+                graph.initializer.append(own)
+                node.input[position] = own.name
+            read.add(name)
 
 
 def _pool_beyond_torch(node: onnx.NodeProto) -> bool:
