@@ -3,11 +3,13 @@ and for a plain recurrence its recurrent and input matrices."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from worker.engine.load import Layer
+from worker.engine.stats import CHUNK_ELEMENTS
 
 RECURRENT_KINDS = ("RNN",)  # plain (tanh/sigmoid) recurrences; LSTM and GRU are the fix, not the problem
 _WEIGHT_KINDS = ("Linear", "Gemm", "MatMul", "Conv", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose",
@@ -50,16 +52,28 @@ def _facts(tensors: list[torch.Tensor]) -> WeightFacts | None:
     matrices = [t for t in tensors if t.dim() >= 2]
     if not matrices:
         return None
-    weight = matrices[0].double().squeeze(0) if matrices[0].dim() == 3 else matrices[0].double()
+    weight = matrices[0].squeeze(0) if matrices[0].dim() == 3 else matrices[0]
     biases = [t for t in tensors if t.dim() == 1]
-    spread = float(weight.std(correction=0)) if weight.numel() > 1 else 0.0
-    rms = float(weight.square().mean().sqrt())
+    mean, mean_square = _moments(weight)
+    spread = math.sqrt(max(0.0, mean_square - mean * mean)) if weight.numel() > 1 else 0.0
+    rms = math.sqrt(mean_square)
     return WeightFacts(
         fan_in=weight[0].numel(),
         rms=rms,
         constant=weight.numel() > 1 and spread <= 1e-7 * max(rms, 1e-30),
         bias_mean=float(biases[0].double().mean()) if biases else None,
     )
+
+
+def _moments(weight: torch.Tensor) -> tuple[float, float]:
+    """Mean and mean square of the entries, in float64 a chunk at a time: a float64 copy of a 100M-parameter
+    layer, and its square, would cost more memory than the network."""
+    flat, total, square = weight.reshape(-1), 0.0, 0.0
+    for start in range(0, flat.numel(), CHUNK_ELEMENTS):
+        chunk = flat[start:start + CHUNK_ELEMENTS].double()
+        total += float(chunk.sum())
+        square += float(chunk.square().sum())
+    return total / flat.numel(), square / flat.numel()
 
 
 def recurrences(module: torch.nn.Module, layers: list[Layer]) -> dict[str, RecurrenceFacts]:
