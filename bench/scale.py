@@ -1,8 +1,9 @@
 """How audit time and peak memory grow with network size, 1M to 100M parameters (and a ~500 MB file).
 
 Each size is exported to ONNX (and TorchScript) and audited in a fresh subprocess, so one size's
-memory never counts against another's. Peak memory is the child's peak RSS above its RSS after
-imports; `x weights` divides that by the size of the weights, so 1.0 would mean one copy.
+memory never counts against another's. Peak memory is the child's peak RSS (VmHWM, reset after
+imports) above its RSS after imports; `x weights` divides that by the size of the weights, so 1.0
+would mean one copy.
 A backward pass needs a gradient per weight, so the floor is about 2x (weights + gradients).
 
     .venv/bin/python bench/scale.py                    # 1M 3M 10M 30M 100M, ONNX and TorchScript
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -56,8 +56,16 @@ def _export(width: int, folder: Path, network_format: str) -> Path:
     return path
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _status_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmRSS now, VmHWM its peak), in MB.
+
+    Not getrusage's ru_maxrss: Linux carries that over from the parent across fork and exec, so a child
+    started by a parent holding a 100M-parameter network reported the parent's peak, not its own.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def measure_one(path: Path, width: int, network_format: str) -> dict:
@@ -67,17 +75,13 @@ def measure_one(path: Path, width: int, network_format: str) -> dict:
 
     name = "x" if network_format == "onnx" else "input"
     options = AuditOptions(input_shapes={name: [BATCH, width]})
-    baseline = _current_rss_mb()
+    Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) restarts from here, after imports
+    baseline = _status_mb("VmRSS")
     started = time.perf_counter()
     result = audit_network(path, options=options, device="cpu", network_format=network_format)
     seconds = time.perf_counter() - started
     return {"parameters": result.network["parameters"], "seconds": seconds,
-            "peak_mb": _rss_mb() - baseline, "file_mb": path.stat().st_size / 2**20}
-
-
-def _current_rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+            "peak_mb": _status_mb("VmHWM") - baseline, "file_mb": path.stat().st_size / 2**20}
 
 
 def _measure_in_child(path: Path, width: int, network_format: str) -> dict:
