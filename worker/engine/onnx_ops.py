@@ -60,8 +60,10 @@ class Conv(torch.nn.Module):
         strides, dilations = self.strides or [1] * rank, self.dilations or [1] * rank
         kernel = weight.shape[2:]
         pads = self._pads(x.shape[2:], kernel, strides, dilations)
-        x = F.pad(x, _torch_pad_order(pads))
-        return _CONV[rank](x, weight, bias, stride=strides, dilation=dilations, groups=self.group)
+        begins, ends = pads[:rank], pads[rank:]
+        if begins != ends:  # torch pads both sides alike; only uneven pads need a padded copy of the input
+            x, begins = F.pad(x, _torch_pad_order(pads)), [0] * rank
+        return _CONV[rank](x, weight, bias, stride=strides, padding=begins, dilation=dilations, groups=self.group)
 
     def _pads(self, sizes, kernel, strides, dilations) -> list[int]:
         rank = len(sizes)
