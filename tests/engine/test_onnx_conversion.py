@@ -169,3 +169,21 @@ def test_an_initializer_two_weight_nodes_share_becomes_a_parameter_each():
     parameters = list(converted.module.parameters())
     assert len(parameters) == 2 and parameters[0].data_ptr() != parameters[1].data_ptr()
     _agrees_with_reference(proto, feeds)
+
+
+def test_a_gemm_weight_stored_in_out_with_alpha_and_beta_is_held_as_linear_holds_it():
+    feeds = {"x": _array(2, 6)}
+    proto = _single_node("Gemm", feeds, ["y"], {"w": _array(6, 3), "b": _array(1)}, opset=13,
+                         alpha=0.5, beta=2.0)  # B is (in, out): transB=0
+    converted = convert_onnx(proto)
+    parameters = dict(converted.module.named_parameters())
+    shapes = sorted(tuple(p.shape) for p in parameters.values())
+    assert shapes == [(1,), (3, 6)]  # (out, in) as in torch's Linear; the one-entry bias is a parameter too
+    _agrees_with_reference(proto, feeds)
+
+
+def test_an_old_gemm_with_the_broadcast_attribute_converts():
+    feeds = {"x": _array(2, 4)}
+    proto = _single_node("Gemm", feeds, ["y"], {"w": _array(3, 4), "b": _array(3)}, opset=6, transB=1,
+                         broadcast=1)
+    _agrees_with_reference(proto, feeds)

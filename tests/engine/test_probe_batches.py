@@ -108,3 +108,19 @@ def test_a_transposed_output_is_sampled_without_copying_it_whole():
     assert sample.numel() <= 2 ** 14
     assert (sample == 0).float().mean().item() == pytest.approx(0.5, abs=0.02)
     assert activation_row(transposed, "Relu")[:4] == pytest.approx(activation_row(values, "Relu")[:4])
+
+
+def test_strided_and_expanded_tensors_are_sampled_from_their_own_entries():
+    pairs = torch.zeros(40000, 2)
+    pairs[:, 1] = 1  # every other stored float is 0; the column of ones has stride 2
+    _, mean, std, zero_fraction, _ = activation_row(pairs[:, 1], "Relu")
+    assert (mean, std, zero_fraction) == (1.0, 0.0, 0.0)
+    expanded = torch.ones(()).expand(3, 20000)  # the gradient of a sum: every stride 0
+    assert grad_row(expanded)[:3] == pytest.approx([60000 ** 0.5, 1.0, 1.0])
+
+
+def test_a_nan_the_sample_misses_still_makes_the_mean_unknown():
+    values = torch.randn(100_000)
+    values[100] = float("nan")  # far from the sample's runs
+    _, mean, std, _, _ = activation_row(values, "Relu")
+    assert math.isnan(mean) and math.isnan(std)

@@ -61,7 +61,8 @@ def activation_sums(output: torch.Tensor, kind: str | None) -> Reduced:
 def activation_statistics(row: list[float], numel: int, sample_size: int) -> dict[str, float]:
     """ACTIVATION_COLUMNS from activation_sums' row."""
     sample_sum, norm, nonzero, saturated = row
-    mean = sample_sum / sample_size
+    # A sample can miss the one NaN or Inf entry that the exact norm never misses.
+    mean = sample_sum / sample_size if math.isfinite(norm) else math.nan
     variance = norm * norm / numel - mean * mean
     std = math.sqrt(max(0.0, variance)) if math.isfinite(variance) else math.nan
     return dict(zip(ACTIVATION_COLUMNS, (numel, mean, std, 1 - nonzero / sample_size, saturated / sample_size)))
@@ -81,7 +82,8 @@ def sampled(values: torch.Tensor) -> torch.Tensor:
         return flat
     stride = _RUN * _prime_at_least(max(11, -(-flat.numel() // SAMPLE_ENTRIES)))
     runs = flat.numel() // stride
-    return torch.as_strided(flat, (runs, _RUN), (stride, 1)).contiguous().view(-1)
+    # unfold, not as_strided: a flat view can have any stride (0 for an expanded gradient, 2 for x[..., ::2]).
+    return flat[:runs * stride].unfold(0, _RUN, stride).contiguous().view(-1)
 
 
 def _flat(values: torch.Tensor) -> torch.Tensor:

@@ -58,9 +58,13 @@ def convert_onnx(proto: onnx.ModelProto, *, take: bool = False) -> ConvertedNetw
     prepared = prepare(proto, take=take)
     module, caught = _convert(prepared.proto)
     _modularise_concat(module)
-    _swap_in_runtime_modules(module, prepared.runtime_nodes)
+    try:
+        _swap_in_runtime_modules(module, prepared.runtime_nodes)
+    except (TypeError, ValueError) as exc:  # an attribute our module does not know
+        raise AuditError("conversion_failed", one_line(exc)) from None
     graph = module.onnx_model.graph
-    promoted = _promote_read_initializers(module, graph, exclude=prepared.recurrent_states)
+    promoted = _promote_read_initializers(module, graph, exclude=prepared.recurrent_states,
+                                          weights=_weight_inputs(graph, prepared.runtime_nodes))
     _drop_unread_buffers(module, graph)
     nodes = [NodeInfo(n.name, n.op_type, depth, module.mapping[n.output[0]], n.op_type in LAYOUT_OPS)
              for depth, n in enumerate(graph.node)]
@@ -144,9 +148,24 @@ def _subgraph_inputs(graph: onnx.GraphProto) -> list[str]:
     return names
 
 
-def _promote_read_initializers(module: ConvertModel, graph: onnx.GraphProto, exclude: set[str]) -> dict[str, str]:
-    """Turn float initializers that forward reads into parameters; return initializer name -> attribute."""
-    trainable = {t.name for t in graph.initializer if _is_trainable(t)} - exclude
+def _weight_inputs(graph: onnx.GraphProto, runtime_nodes: dict[str, onnx.NodeProto]) -> set[str]:
+    """Names our Conv, ConvTranspose and Gemm modules read as weight and bias, whatever their size."""
+    return {name for node in graph.node if node.output[0] in runtime_nodes
+            and runtime_nodes[node.output[0]].op_type in _WEIGHT_OPS for name in node.input[1:]}
+
+
+_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm")
+
+
+def _promote_read_initializers(module: ConvertModel, graph: onnx.GraphProto, exclude: set[str],
+                               weights: set[str]) -> dict[str, str]:
+    """Turn float initializers that forward reads into parameters; return initializer name -> attribute.
+
+    Size-one tensors are exporter constants (eps, exponents) except where a weight layer reads them: the bias
+    of a layer with one output is a weight like any other.
+    """
+    trainable = {t.name for t in graph.initializer if _is_float(t) and (_is_trainable(t) or t.name in weights)}
+    trainable -= exclude
     promoted: dict[str, str] = {}
     for name in _initializers_read(module, graph):
         attribute = get_buffer_name(name)
@@ -159,8 +178,11 @@ def _promote_read_initializers(module: ConvertModel, graph: onnx.GraphProto, exc
 
 def _is_trainable(tensor: onnx.TensorProto) -> bool:
     # Scalars are exporter constants (eps, exponents, scales), not weights anyone trains.
-    is_float = tensor.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
-    return is_float and int(np.prod(tensor.dims)) > 1
+    return _is_float(tensor) and int(np.prod(tensor.dims)) > 1
+
+
+def _is_float(tensor: onnx.TensorProto) -> bool:
+    return tensor.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
 
 
 def _drop_unread_buffers(module: ConvertModel, graph: onnx.GraphProto) -> None:

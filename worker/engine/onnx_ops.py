@@ -35,7 +35,8 @@ def _decoded(value):
 class Gemm(torch.nn.Module):
     """Y = alpha * A' @ B' + beta * C, A' and B' optionally transposed."""
 
-    def __init__(self, alpha: float = 1.0, beta: float = 1.0, transA: int = 0, transB: int = 0):
+    def __init__(self, alpha: float = 1.0, beta: float = 1.0, transA: int = 0, transB: int = 0, broadcast: int = 0):
+        # broadcast (opsets before 7) allowed C to broadcast, which torch's addition always does.
         super().__init__()
         self.alpha, self.beta, self.trans_a, self.trans_b = alpha, beta, transA, transB
 

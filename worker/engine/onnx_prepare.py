@@ -6,10 +6,13 @@ import ast
 import copy
 import functools
 import inspect
+from collections import Counter
 
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 from onnx2pytorch.convert import operations as converter_operations
 
 from worker.engine.errors import AuditError
@@ -44,6 +47,7 @@ def prepare(proto: onnx.ModelProto, *, take: bool = False) -> Prepared:
     drop_unused_initializers(graph)
     held = _hold_out_runtime_weight_nodes(graph)
     _untie_shared_initializers(graph, held)
+    _store_gemm_weights_as_linear(graph, held)
     return Prepared(prepared, states, held)
 
 
@@ -180,6 +184,47 @@ def _untie_shared_initializers(graph: onnx.GraphProto, held: dict[str, onnx.Node
                 graph.initializer.append(own)
                 node.input[position] = own.name
             read.add(name)
+
+
+def _store_gemm_weights_as_linear(graph: onnx.GraphProto, held: dict[str, onnx.NodeProto]) -> None:
+    """Store a held-out Gemm's weight B as torch's Linear does, (out, in) with alpha folded in, and beta into C.
+
+    Weight facts read fan-in from the layout and scale from the values; an exporter that writes B as (in, out)
+    with transB=0, or scales by alpha, would otherwise look like another network.
+    """
+    initializers = {t.name: t for t in graph.initializer}
+    readers = Counter(name for node in graph.node for name in node.input)
+    for node in graph.node:
+        original = held.get(node.output[0])
+        if original is None or original.op_type != "Gemm":
+            continue
+        values = {a.name: onnx.helper.get_attribute_value(a) for a in original.attribute}
+        alpha, beta, trans_b = values.get("alpha", 1.0), values.get("beta", 1.0), values.get("transB", 0)
+        weight = _sole_initializer(node, 1, initializers, readers)
+        if weight is not None and (not trans_b or alpha != 1.0):
+            _replace_values(weight, alpha * (numpy_helper.to_array(weight) if trans_b else
+                                             numpy_helper.to_array(weight).T))
+            _set_attributes(original, transB=1, alpha=1.0)
+        bias = _sole_initializer(node, 2, initializers, readers)
+        if bias is not None and beta != 1.0:
+            _replace_values(bias, beta * numpy_helper.to_array(bias))
+            _set_attributes(original, beta=1.0)
+
+
+def _sole_initializer(node, position: int, initializers: dict, readers: Counter) -> onnx.TensorProto | None:
+    name = node.input[position] if len(node.input) > position else ""
+    return initializers[name] if name in initializers and readers[name] == 1 else None
+
+
+def _replace_values(tensor: onnx.TensorProto, values) -> None:
+    dtype = numpy_helper.to_array(tensor).dtype
+    tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(values, dtype=dtype), tensor.name))
+
+
+def _set_attributes(node: onnx.NodeProto, **values) -> None:
+    kept = [a for a in node.attribute if a.name not in values]
+    del node.attribute[:]
+    node.attribute.extend(kept + [onnx.helper.make_attribute(name, value) for name, value in values.items()])
 
 
 def _pool_beyond_torch(node: onnx.NodeProto) -> bool:

@@ -49,7 +49,7 @@ def weight_facts(module: torch.nn.Module, layers: list[Layer]) -> dict[str, Weig
 
 
 def _facts(tensors: list[torch.Tensor]) -> WeightFacts | None:
-    matrices = [t for t in tensors if t.dim() >= 2]
+    matrices = [t for t in tensors if t.dim() >= 2 and t.numel() > 0]
     if not matrices:
         return None
     weight = matrices[0].squeeze(0) if matrices[0].dim() == 3 else matrices[0]
