@@ -29,6 +29,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.memory import peak, reset_peak  # noqa: E402
 from worker.engine.activation_stats import Recorder  # noqa: E402
 from worker.engine.load import load_network  # noqa: E402
 from worker.engine.probe import make_loss, pick_output, run_probe  # noqa: E402
@@ -154,21 +155,13 @@ def cuda_peak(bench: Bench, variant: str) -> int:
     return torch.cuda.max_memory_allocated() - before
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def rss_peak_growth(bench: Bench, variant: str) -> int:
     """Bytes of peak RSS growth during one step, after one warm-up step of the same variant."""
     getattr(bench, variant)()
     bench.module.zero_grad(set_to_none=True)
-    Path("/proc/self/clear_refs").write_text("5")  # resets the high-water mark VmHWM to the current RSS
-    before = _status_kib("VmRSS")
+    before = reset_peak()
     getattr(bench, variant)()
-    return (_status_kib("VmHWM") - before) * 1024
+    return peak() - before
 
 
 def memory_in_child(path: Path, shape: tuple, variant: str) -> int:

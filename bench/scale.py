@@ -56,32 +56,20 @@ def _export(width: int, folder: Path, network_format: str) -> Path:
     return path
 
 
-def _status_mb(field: str) -> float:
-    """A memory figure of this process from /proc/self/status (VmRSS now, VmHWM its peak), in MB.
-
-    Not getrusage's ru_maxrss: Linux carries that over from the parent across fork and exec, so a child
-    started by a parent holding a 100M-parameter network reported the parent's peak, not its own.
-    """
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def measure_one(path: Path, width: int, network_format: str) -> dict:
     """Runs in the child: audit one file, report time and memory."""
+    from bench.memory import peak, reset_peak
     from gradaudit.options import AuditOptions
     from worker.engine import audit_network
 
     name = "x" if network_format == "onnx" else "input"
     options = AuditOptions(input_shapes={name: [BATCH, width]})
-    Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) restarts from here, after imports
-    baseline = _status_mb("VmRSS")
+    baseline = reset_peak()  # after imports
     started = time.perf_counter()
     result = audit_network(path, options=options, device="cpu", network_format=network_format)
     seconds = time.perf_counter() - started
     return {"parameters": result.network["parameters"], "seconds": seconds,
-            "peak_mb": _status_mb("VmHWM") - baseline, "file_mb": path.stat().st_size / 2**20}
+            "peak_mb": (peak() - baseline) / 2**20, "file_mb": path.stat().st_size / 2**20}
 
 
 def _measure_in_child(path: Path, width: int, network_format: str) -> dict:

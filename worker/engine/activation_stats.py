@@ -112,14 +112,13 @@ def _prime_at_least(n: int) -> int:
 
 
 def robust_norm(values: torch.Tensor) -> Scalar:
-    """The L2 norm. On CPU, read at once (that costs nothing there) from a float32 dot product of the entries
+    """The L2 norm of a one-dimensional tensor. On CPU, read at once (that costs nothing there) from a float32 dot product of the entries
     with themselves, redone in float64 where float32 overflowed; on an accelerator, where a read would stall
     the stream and float64 is cheap, a float64 reduction left on the device."""
     if values.device.type != "cpu":
         return torch.linalg.vector_norm(values, dtype=torch.float64)
     # BLAS dot runs at twice the speed of torch's own norm here (0.05 against 0.11 ns per float).
-    flat = _flat(values)
-    square = torch.dot(flat, flat).item()
+    square = torch.dot(values, values).item()
     if math.isfinite(square):
         return math.sqrt(square)
     return torch.linalg.vector_norm(values, dtype=torch.float64).item()

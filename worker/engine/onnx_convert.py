@@ -17,7 +17,7 @@ from onnx2pytorch.convert.operations import get_buffer_name
 from worker.engine.errors import AuditError, one_line
 from worker.engine.load import NodeInfo
 from worker.engine.onnx_ops import runtime_module
-from worker.engine.onnx_prepare import prepare
+from worker.engine.onnx_prepare import RUNTIME_WEIGHT_OPS, prepare
 
 # Ops that only move or relabel data; instrumentation may skip them.
 LAYOUT_OPS = frozenset({
@@ -151,10 +151,7 @@ def _subgraph_inputs(graph: onnx.GraphProto) -> list[str]:
 def _weight_inputs(graph: onnx.GraphProto, runtime_nodes: dict[str, onnx.NodeProto]) -> set[str]:
     """Names our Conv, ConvTranspose and Gemm modules read as weight and bias, whatever their size."""
     return {name for node in graph.node if node.output[0] in runtime_nodes
-            and runtime_nodes[node.output[0]].op_type in _WEIGHT_OPS for name in node.input[1:]}
-
-
-_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm")
+            and runtime_nodes[node.output[0]].op_type in RUNTIME_WEIGHT_OPS for name in node.input[1:]}
 
 
 def _promote_read_initializers(module: ConvertModel, graph: onnx.GraphProto, exclude: set[str],

@@ -17,12 +17,15 @@ from onnx2pytorch.convert import operations as converter_operations
 
 from worker.engine.errors import AuditError
 from worker.engine.onnx_fold import alias_initializer_identities, drop_unused_initializers, fold_constants
+from worker.engine.onnx_ops import attributes
 
 # A placeholder onnx2pytorch turns into a plain module fed every input; we swap in our own after conversion.
 PLACEHOLDER_OP = "Sum"
 # Recurrent ops and the input positions of their initial states (ONNX operator spec).
 _RECURRENT_STATES = {"LSTM": (5, 6), "GRU": (5,), "RNN": (5,)}
 _DEFAULT_DOMAINS = ("", "ai.onnx")
+# Ops always left to our own modules, which read weight and bias (inputs 1 and 2) as run-time inputs.
+RUNTIME_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm")
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,7 @@ def _hold_out_runtime_weight_nodes(graph: onnx.GraphProto) -> dict[str, onnx.Nod
         if node.op_type in _RECURRENT_STATES and _needs_own_recurrent(node, initializers):
             nodes += _split_recurrent(node, original, held)
             continue
-        if _needs_runtime_weights(node, initializers):
+        if _needs_runtime_weights(node):
             held[node.output[0]] = original
             node.op_type = PLACEHOLDER_OP
         nodes.append(node)
@@ -155,10 +158,10 @@ def _hold_out_runtime_weight_nodes(graph: onnx.GraphProto) -> dict[str, onnx.Nod
     return held
 
 
-def _needs_runtime_weights(node: onnx.NodeProto, initializers: set[str]) -> bool:
+def _needs_runtime_weights(node: onnx.NodeProto) -> bool:
     # Every Conv and Gemm: onnx2pytorch would copy their weights into a layer while it also keeps them as
     # buffers and the proto keeps them too, three copies at once; ours read the one set of parameters.
-    if node.op_type in ("Conv", "ConvTranspose", "Gemm"):
+    if node.op_type in RUNTIME_WEIGHT_OPS:
         return True
     if node.op_type in ("AveragePool", "MaxPool", "LpPool"):
         return _pool_beyond_torch(node)
@@ -198,7 +201,7 @@ def _store_gemm_weights_as_linear(graph: onnx.GraphProto, held: dict[str, onnx.N
         original = held.get(node.output[0])
         if original is None or original.op_type != "Gemm":
             continue
-        values = {a.name: onnx.helper.get_attribute_value(a) for a in original.attribute}
+        values = attributes(original)
         alpha, beta, trans_b = values.get("alpha", 1.0), values.get("beta", 1.0), values.get("transB", 0)
         weight = _sole_initializer(node, 1, initializers, readers)
         if weight is not None and (not trans_b or alpha != 1.0):
@@ -217,7 +220,7 @@ def _sole_initializer(node, position: int, initializers: dict, readers: Counter)
 
 
 def _replace_values(tensor: onnx.TensorProto, values) -> None:
-    dtype = numpy_helper.to_array(tensor).dtype
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
     tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(values, dtype=dtype), tensor.name))
 
 
@@ -229,7 +232,7 @@ def _set_attributes(node: onnx.NodeProto, **values) -> None:
 
 def _pool_beyond_torch(node: onnx.NodeProto) -> bool:
     """Pads over half the (dilated) kernel, or dilated average/Lp pooling: torch's pooling refuses both."""
-    values = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    values = attributes(node)
     if node.op_type == "MaxPool" and len([o for o in node.output if o]) > 1:
         return False  # the indices output stays with the converter
     kernel = list(values.get("kernel_shape", []))
