@@ -2,7 +2,7 @@
 
 Each size is exported to ONNX (and TorchScript) and audited in a fresh subprocess, so one size's
 memory never counts against another's. Peak memory is the child's peak RSS (VmHWM, reset after
-imports) above its RSS after imports; `x weights` divides that by the size of the weights, so 1.0
+importing the libraries an audit uses) above its RSS then; `x weights` divides that by the size of the weights, so 1.0
 would mean one copy.
 A backward pass needs a gradient per weight, so the floor is about 2x (weights + gradients).
 
@@ -58,6 +58,9 @@ def _export(width: int, folder: Path, network_format: str) -> Path:
 
 def measure_one(path: Path, width: int, network_format: str) -> dict:
     """Runs in the child: audit one file, report time and memory."""
+    import onnx2pytorch  # noqa: F401  imported by the audit on first use: library code, not weights
+    import onnxruntime  # noqa: F401
+
     from bench.memory import peak, reset_peak
     from gradaudit.options import AuditOptions
     from worker.engine import audit_network

@@ -79,3 +79,17 @@ def test_a_reference_outside_the_folder_is_refused(tmp_path):
     with pytest.raises(AuditError) as refused:
         audit_network(onnx_path, options=OPTIONS, device="cpu", external_data_dir=onnx_path.parent)
     assert refused.value.code == "external_data_unsafe"
+
+
+def test_a_reference_past_the_end_of_its_file_is_invalid(tmp_path):
+    onnx_path = _external(tmp_path)
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    last = proto.graph.initializer[-1]
+    for entry in last.external_data:
+        if entry.key == "offset":
+            entry.value = str(int(entry.value) + 4)
+    onnx.save_model(proto, str(onnx_path))
+
+    with pytest.raises(AuditError) as refused:
+        audit_network(onnx_path, options=OPTIONS, device="cpu", external_data_dir=onnx_path.parent)
+    assert refused.value.code == "external_data_invalid" and last.name in refused.value.detail

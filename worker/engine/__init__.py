@@ -13,7 +13,7 @@ from worker.engine.diagnose import diagnose, verdict
 from worker.engine.errors import AuditError
 from worker.engine.activation_stats import SAMPLING_RULE, SATURATION_RULE, Recorder
 from worker.engine.batches import ProbeBatches, probe_batches
-from worker.engine.load import LoadedNetwork, load_network
+from worker.engine.load import LoadedNetwork, detect_format, load_network
 from worker.engine.probe import Probe, flatten_outputs, run_probe
 from worker.engine.result import EngineResult, LayerStats
 from worker.engine.stats import layer_stats
@@ -38,9 +38,8 @@ def audit_network(
     An ONNX network's external weight files are read from external_data_dir only (an extracted archive).
     """
     device = resolve_device(device)
-    network = load_network(Path(path), network_format, external_data_dir)
-    batches = probe_batches(network, options, Path(inputs_path) if inputs_path else None)
-    reference = _onnxruntime_reference(network, batches.inputs[0])  # before the probe: onnxruntime's weights go
+    network, batches, reference = _load(Path(path), network_format, external_data_dir, options,
+                                        Path(inputs_path) if inputs_path else None)
     module = _trainable_on(network.module, device)
     training, untrained = train_briefly(module, batches, options, device)  # options.train_steps updates, if any
     probe, taps, recorder = _probe(network, module, batches, options.loss, device)
@@ -139,12 +138,24 @@ def _output_name(network: LoadedNetwork, index: int) -> str:
     return f"output[{index}]"
 
 
-def _onnxruntime_reference(network: LoadedNetwork, inputs: dict[str, torch.Tensor]):
-    if network.source_path is None:
-        return None
+def _load(path: Path, network_format: str | None, external_data_dir: Path | None, options: AuditOptions,
+          inputs_path: Path | None) -> tuple[LoadedNetwork, ProbeBatches, tuple | None]:
+    """The network, its probe batches, and for ONNX onnxruntime's outputs on the first batch.
+
+    onnxruntime holds its own copy of the weights while it runs, so it runs on the graph's declared inputs
+    before conversion reads ours: the two copies never coexist.
+    """
+    network_format = network_format or detect_format(path)
+    if network_format != "onnx":
+        network = load_network(path, network_format)
+        return network, probe_batches(network.inputs, options, inputs_path), None
+    from worker.engine.onnx_load import convert_graph, read_onnx
     from worker.engine.ort_check import onnxruntime_outputs
 
-    return onnxruntime_outputs(network.source_path, inputs)
+    graph = read_onnx(path, external_data_dir)
+    batches = probe_batches(graph.inputs, options, inputs_path)
+    reference = onnxruntime_outputs(path, batches.inputs[0])
+    return convert_graph(graph), batches, reference
 
 
 def _parity(reference, probe: Probe, uploaded: tuple | None) -> dict:

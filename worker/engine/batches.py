@@ -9,7 +9,7 @@ import torch
 
 from gradaudit.options import AuditOptions
 from worker.engine.inputs import build_inputs
-from worker.engine.load import InputSpec, LoadedNetwork
+from worker.engine.load import InputSpec
 
 
 @dataclass(frozen=True)
@@ -21,16 +21,16 @@ class ProbeBatches:
     setup: dict
 
 
-def probe_batches(network: LoadedNetwork, options: AuditOptions, inputs_path: Path | None) -> ProbeBatches:
+def probe_batches(specs: list[InputSpec], options: AuditOptions, inputs_path: Path | None) -> ProbeBatches:
     """options.batches synthetic batches with seeds seed, seed+1, ...; exactly one batch for an uploaded .npz."""
     if inputs_path is not None:
         seeds = [options.seed]
-        inputs = [build_inputs(network.inputs, options, inputs_path)]
+        inputs = [build_inputs(specs, options, inputs_path)]
         source = {"inputs": "the uploaded .npz batch, used as the only batch"}
     else:
         seeds = [options.seed + offset for offset in range(options.batches)]
-        inputs = [build_inputs(network.inputs, options.model_copy(update={"seed": seed})) for seed in seeds]
-        source = {"inputs": {spec.name: _synthetic_rule(spec, inputs[0][spec.name]) for spec in network.inputs}}
+        inputs = [build_inputs(specs, options.model_copy(update={"seed": seed})) for seed in seeds]
+        source = {"inputs": {spec.name: _synthetic_rule(spec, inputs[0][spec.name]) for spec in specs}}
     return ProbeBatches(inputs, seeds, {"batches": len(seeds), "seeds": seeds, **source})
 
 

@@ -54,7 +54,6 @@ class LoadedNetwork:
     output_names: list[str] = field(default_factory=list)
     notes: dict = field(default_factory=dict)  # format-specific facts for the report's setup
     nodes: list[NodeInfo] = field(default_factory=list)  # ONNX only: every node, in topological order
-    source_path: Path | None = None  # ONNX only: the file onnxruntime re-reads for the parity check
 
 
 def detect_format(path: Path) -> str:

@@ -17,7 +17,7 @@ from onnx2pytorch.convert.operations import get_buffer_name
 from worker.engine.errors import AuditError, one_line
 from worker.engine.load import NodeInfo
 from worker.engine.onnx_ops import runtime_module
-from worker.engine.onnx_prepare import RUNTIME_WEIGHT_OPS, prepare
+from worker.engine.onnx_prepare import FLOAT_TYPES, RUNTIME_WEIGHT_OPS, prepare
 
 # Ops that only move or relabel data; instrumentation may skip them.
 LAYOUT_OPS = frozenset({
@@ -53,7 +53,8 @@ class ConvertedNetwork:
 def convert_onnx(proto: onnx.ModelProto, *, take: bool = False) -> ConvertedNetwork:
     """Prepare a copy of proto (proto itself with take=True), convert it, finish the module.
 
-    Finishing: eval mode, Concat as a module, read float initializers as parameters, one copy of the weights.
+    Finishing: eval mode, Concat as a module, read float initializers as parameters, one copy of the weights
+    (Conv, ConvTranspose and Gemm weights never pass through the converter: prepare hands them over as tensors).
     """
     prepared = prepare(proto, take=take)
     module, caught = _convert(prepared.proto)
@@ -63,8 +64,9 @@ def convert_onnx(proto: onnx.ModelProto, *, take: bool = False) -> ConvertedNetw
     except (TypeError, ValueError) as exc:  # an attribute our module does not know
         raise AuditError("conversion_failed", one_line(exc)) from None
     graph = module.onnx_model.graph
-    promoted = _promote_read_initializers(module, graph, exclude=prepared.recurrent_states,
-                                          weights=_weight_inputs(graph, prepared.runtime_nodes))
+    promoted = _register_runtime_weights(module, prepared.weights)
+    promoted |= _promote_read_initializers(module, graph, exclude=prepared.recurrent_states,
+                                           weights=_weight_inputs(graph, prepared.runtime_nodes))
     _drop_unread_buffers(module, graph)
     nodes = [NodeInfo(n.name, n.op_type, depth, module.mapping[n.output[0]], n.op_type in LAYOUT_OPS)
              for depth, n in enumerate(graph.node)]
@@ -123,6 +125,13 @@ def _swap_in_runtime_modules(module: ConvertModel, originals: dict[str, onnx.Nod
         node.op_type = original.op_type
 
 
+def _register_runtime_weights(module: ConvertModel, weights: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Parameters under the names forward looks initializers up by; return initializer name -> attribute."""
+    for name, tensor in weights.items():
+        module.register_parameter(get_buffer_name(name), torch.nn.Parameter(tensor))
+    return {name: get_buffer_name(name) for name in weights}
+
+
 def _reads_initializers(op) -> bool:
     """Whether ConvertModel.forward feeds this op the graph's initializers (not only activations)."""
     if isinstance(op, STANDARD_LAYERS):
@@ -179,7 +188,7 @@ def _is_trainable(tensor: onnx.TensorProto) -> bool:
 
 
 def _is_float(tensor: onnx.TensorProto) -> bool:
-    return tensor.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
+    return tensor.data_type in FLOAT_TYPES
 
 
 def _drop_unread_buffers(module: ConvertModel, graph: onnx.GraphProto) -> None:

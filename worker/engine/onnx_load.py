@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,10 @@ import onnx
 import torch
 
 from worker.engine.errors import AuditError, one_line
-from worker.engine.external_data import attach_external_data
+from worker.engine.external_data import locate_external_data
 from worker.engine.load import InputSpec, Layer, LoadedNetwork
 from worker.engine.onnx_convert import ConvertedNetwork, convert_onnx
+from worker.engine.onnx_wire import read_without_weights
 
 _OP_NAMES = {
     "Relu": "relu", "LeakyRelu": "leaky_relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Gelu": "gelu",
@@ -21,41 +23,51 @@ _OP_NAMES = {
 }
 
 
+@dataclass
+class OnnxGraph:
+    """A read and checked ONNX file, its weights not yet read: the graph, its inputs, what the report says of it."""
+
+    proto: onnx.ModelProto | None  # None once converted
+    path: Path
+    inputs: list[InputSpec]
+    op_counts: dict[str, int]
+    output_names: list[str]
+    opset: int | None
+
+
 def load_onnx(path: Path, external_data_dir: Path | None = None) -> LoadedNetwork:
     """Load, validate and convert an ONNX artifact (its external weights, if any, from external_data_dir)."""
-    proto = _read_proto(path)
-    attach_external_data(proto, external_data_dir)
+    return convert_graph(read_onnx(path, external_data_dir))
+
+
+def read_onnx(path: Path, external_data_dir: Path | None = None) -> OnnxGraph:
+    """Read and validate an ONNX artifact's graph; its weights stay in their files until convert_graph."""
+    proto = read_without_weights(path)
+    locate_external_data(proto, external_data_dir, own_file=path)
     _check(proto)
-    described = _describe(proto)
-    # Read from the file for this load alone, so conversion may rewrite it rather than a deep copy.
+    return OnnxGraph(proto, Path(path), _input_specs(proto.graph), _op_counts(proto.graph),
+                     [o.name for o in proto.graph.output], _opset(proto))
+
+
+def convert_graph(graph: OnnxGraph) -> LoadedNetwork:
+    """The torch network for a read graph. Takes the graph's proto: conversion rewrites it rather than a copy."""
+    proto, graph.proto = graph.proto, None
     converted = convert_onnx(proto, take=True)
     del proto  # from here on the module holds the only copy of the weights
     return LoadedNetwork(
         module=converted.module,
         format="onnx",
         layers=_layers(converted),
-        notes={"opset": described.pop("opset"), "conversion_warnings": converted.warnings},
+        notes={"opset": graph.opset, "conversion_warnings": converted.warnings},
         nodes=converted.nodes,
-        source_path=Path(path),
-        **described,
+        inputs=graph.inputs,
+        op_counts=graph.op_counts,
+        output_names=graph.output_names,
     )
 
 
-def _describe(proto: onnx.ModelProto) -> dict:
-    return {
-        "inputs": _input_specs(proto.graph),
-        "op_counts": dict(Counter(_OP_NAMES[n.op_type] for n in proto.graph.node if n.op_type in _OP_NAMES)),
-        "output_names": [o.name for o in proto.graph.output],
-        "opset": _opset(proto),
-    }
-
-
-def _read_proto(path: Path) -> onnx.ModelProto:
-    try:
-        # External tensors are loaded only from a confined folder (external_data.py), never followed here.
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise AuditError("invalid_onnx", f"not a readable ONNX file ({one_line(exc, 200)})") from None
+def _op_counts(graph: onnx.GraphProto) -> dict[str, int]:
+    return dict(Counter(_OP_NAMES[n.op_type] for n in graph.node if n.op_type in _OP_NAMES))
 
 
 def _check(proto: onnx.ModelProto) -> None:

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+import torch
 from onnx import numpy_helper
 from onnx2pytorch.convert import operations as converter_operations
 
 from worker.engine.errors import AuditError
+from worker.engine.external_data import external_tensors, load_into_proto, read_array
 from worker.engine.onnx_fold import alias_initializer_identities, drop_unused_initializers, fold_constants
 from worker.engine.onnx_ops import attributes
 
@@ -26,23 +28,32 @@ _RECURRENT_STATES = {"LSTM": (5, 6), "GRU": (5,), "RNN": (5,)}
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 # Ops always left to our own modules, which read weight and bias (inputs 1 and 2) as run-time inputs.
 RUNTIME_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm")
+FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """The rewritten copy, routed recurrent initial states, and nodes left for our own modules by output."""
+    """The rewritten copy, routed recurrent initial states, nodes left for our own modules by output, their weights."""
 
     proto: onnx.ModelProto
     recurrent_states: set[str]
     runtime_nodes: dict[str, onnx.NodeProto]
+    weights: dict[str, torch.Tensor]  # the runtime nodes' weights and biases, taken out of the proto
 
 
 def prepare(proto: onnx.ModelProto, *, take: bool = False) -> Prepared:
     """A rewritten deep copy ready for ConvertModel; take=True rewrites proto itself (the caller gives it up)."""
+    """A rewritten deep copy ready for ConvertModel; take=True rewrites proto itself (the caller gives it up).
+
+    External tensors (located by external_data.locate_external_data) are read into the graph, except the weights
+    and biases of Conv, ConvTranspose and Gemm, which go straight from their file into `weights`: the converter
+    never sees them, so there is never a second copy of them in the graph.
+    """
     prepared = proto if take else copy.deepcopy(proto)  # conversion mutates its input (it fuses MatMul+Add)
     graph = prepared.graph
     _name_nodes(graph)
     alias_initializer_identities(graph)
+    _load_external_tensors(graph, keep=_runtime_weights(graph, lambda node: node.op_type))
     fold_constants(graph, _opsets(prepared))
     refuse_unsupported(graph)  # after folding: an op only used to build weights no longer matters
     states = _route_initializers(graph, _recurrent_state_inputs)
@@ -50,8 +61,49 @@ def prepare(proto: onnx.ModelProto, *, take: bool = False) -> Prepared:
     drop_unused_initializers(graph)
     held = _hold_out_runtime_weight_nodes(graph)
     _untie_shared_initializers(graph, held)
-    _store_gemm_weights_as_linear(graph, held)
-    return Prepared(prepared, states, held)
+    weights = _take_initializers(graph, _runtime_weights(graph, lambda node: held.get(node.output[0], node).op_type))
+    _load_external_tensors(graph, keep=set())  # anything the rewrites left in its file
+    _store_gemm_weights_as_linear(graph, held, weights)
+    return Prepared(prepared, states, held, weights)
+
+
+def _runtime_weights(graph: onnx.GraphProto, op_type) -> set[str]:
+    """Float initializers read only as weight or bias (inputs 1, 2) of Conv, ConvTranspose or Gemm nodes."""
+    floats = {t.name for t in graph.initializer if t.data_type in FLOAT_TYPES}
+    as_weight = {name for node in graph.node if op_type(node) in RUNTIME_WEIGHT_OPS for name in node.input[1:3]}
+    elsewhere = {name for node in graph.node if op_type(node) not in RUNTIME_WEIGHT_OPS for name in node.input}
+    elsewhere |= {name for node in graph.node if op_type(node) in RUNTIME_WEIGHT_OPS for name in node.input[:1]}
+    elsewhere |= {o.name for o in graph.output} | _names_read_by_subgraphs(graph)
+    return (as_weight & floats) - elsewhere
+
+
+def _names_read_by_subgraphs(graph: onnx.GraphProto) -> set[str]:
+    return {name for node in graph.node for inner in _nodes_in_bodies(node) for name in inner.input}
+
+
+def _load_external_tensors(graph: onnx.GraphProto, keep: set[str]) -> None:
+    for tensor in list(external_tensors(graph)):
+        if tensor.name not in keep:
+            load_into_proto(tensor)
+
+
+def _take_initializers(graph: onnx.GraphProto, names: set[str]) -> dict[str, torch.Tensor]:
+    """Remove these initializers (and any graph.input entries for them) from the graph; return them as tensors."""
+    taken = {}
+    for index in reversed(range(len(graph.initializer))):
+        tensor = graph.initializer[index]
+        if tensor.name in names:
+            taken[tensor.name] = torch.from_numpy(_values(tensor))
+            del graph.initializer[index]
+    for index in reversed([i for i, value in enumerate(graph.input) if value.name in taken]):
+        del graph.input[index]
+    return dict(reversed(taken.items()))  # graph order
+
+
+def _values(tensor: onnx.TensorProto) -> np.ndarray:
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return read_array(tensor)
+    return numpy_helper.to_array(tensor).copy()  # writable, and not a view of the proto's bytes
 
 
 @functools.cache
@@ -84,9 +136,13 @@ def refuse_unsupported(graph: onnx.GraphProto) -> None:
 def _all_nodes(graph: onnx.GraphProto):
     for node in graph.node:
         yield node
-        for attribute in node.attribute:
-            for body in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
-                yield from _all_nodes(body)
+        yield from _nodes_in_bodies(node)
+
+
+def _nodes_in_bodies(node: onnx.NodeProto):
+    for attribute in node.attribute:
+        for body in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+            yield from _all_nodes(body)
 
 
 def _name_nodes(graph: onnx.GraphProto) -> None:
@@ -189,13 +245,13 @@ def _untie_shared_initializers(graph: onnx.GraphProto, held: dict[str, onnx.Node
             read.add(name)
 
 
-def _store_gemm_weights_as_linear(graph: onnx.GraphProto, held: dict[str, onnx.NodeProto]) -> None:
+def _store_gemm_weights_as_linear(graph: onnx.GraphProto, held: dict[str, onnx.NodeProto],
+                                  weights: dict[str, torch.Tensor]) -> None:
     """Store a held-out Gemm's weight B as torch's Linear does, (out, in) with alpha folded in, and beta into C.
 
     Weight facts read fan-in from the layout and scale from the values; an exporter that writes B as (in, out)
     with transB=0, or scales by alpha, would otherwise look like another network.
     """
-    initializers = {t.name: t for t in graph.initializer}
     readers = Counter(name for node in graph.node for name in node.input)
     for node in graph.node:
         original = held.get(node.output[0])
@@ -203,25 +259,20 @@ def _store_gemm_weights_as_linear(graph: onnx.GraphProto, held: dict[str, onnx.N
             continue
         values = attributes(original)
         alpha, beta, trans_b = values.get("alpha", 1.0), values.get("beta", 1.0), values.get("transB", 0)
-        weight = _sole_initializer(node, 1, initializers, readers)
-        if weight is not None and (not trans_b or alpha != 1.0):
-            _replace_values(weight, alpha * (numpy_helper.to_array(weight) if trans_b else
-                                             numpy_helper.to_array(weight).T))
+        weight = _sole_reader_of(node, 1, weights, readers)
+        if weight and (not trans_b or alpha != 1.0):
+            weights[weight] = (alpha * (weights[weight] if trans_b else weights[weight].T)).contiguous()
             _set_attributes(original, transB=1, alpha=1.0)
-        bias = _sole_initializer(node, 2, initializers, readers)
-        if bias is not None and beta != 1.0:
-            _replace_values(bias, beta * numpy_helper.to_array(bias))
+        bias = _sole_reader_of(node, 2, weights, readers)
+        if bias and beta != 1.0:
+            weights[bias] = beta * weights[bias]
             _set_attributes(original, beta=1.0)
 
 
-def _sole_initializer(node, position: int, initializers: dict, readers: Counter) -> onnx.TensorProto | None:
+def _sole_reader_of(node: onnx.NodeProto, position: int, weights: dict, readers: Counter) -> str | None:
+    """The name of the weight the node reads at position, if no other input anywhere reads it too."""
     name = node.input[position] if len(node.input) > position else ""
-    return initializers[name] if name in initializers and readers[name] == 1 else None
-
-
-def _replace_values(tensor: onnx.TensorProto, values) -> None:
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
-    tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(values, dtype=dtype), tensor.name))
+    return name if name in weights and readers[name] == 1 else None
 
 
 def _set_attributes(node: onnx.NodeProto, **values) -> None:

@@ -1,0 +1,88 @@
+"""Reading an ONNX file's graph with its weights left in the file, then reading them straight into tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from tests.engine.conftest import export_onnx
+from worker.engine.errors import AuditError
+from worker.engine.external_data import external_tensors, load_into_proto, locate_external_data
+from worker.engine.onnx_load import load_onnx
+from worker.engine.onnx_prepare import prepare
+from worker.engine.onnx_wire import SMALLEST_LEFT_IN_FILE, read_without_weights
+
+
+def _wide_cnn() -> nn.Sequential:
+    """Conv and Linear weights above SMALLEST_LEFT_IN_FILE, their biases below it."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(64 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, 40)).eval()
+
+
+@pytest.fixture
+def wide_cnn_onnx(tmp_path):
+    return export_onnx(_wide_cnn(), torch.randn(2, 3, 4, 4), tmp_path / "wide.onnx")
+
+
+def test_large_initializers_refer_to_their_bytes_and_small_ones_stay_in_the_graph(wide_cnn_onnx):
+    proto = read_without_weights(wide_cnn_onnx)
+
+    external = {t.name for t in external_tensors(proto.graph)}
+    sizes = {t.name: t for t in onnx.load(str(wide_cnn_onnx)).graph.initializer}
+    assert external == {name for name, t in sizes.items() if len(t.raw_data) >= SMALLEST_LEFT_IN_FILE}
+    assert len(external) == 3  # the Conv weight and both Linear weights
+    assert all(not t.raw_data for t in proto.graph.initializer if t.name in external)
+
+
+def test_reading_the_referenced_bytes_gives_back_exactly_what_onnx_load_reads(wide_cnn_onnx):
+    proto = read_without_weights(wide_cnn_onnx)
+    locate_external_data(proto, None, own_file=wide_cnn_onnx)
+    for tensor in list(external_tensors(proto.graph)):
+        load_into_proto(tensor)
+
+    assert proto == onnx.load(str(wide_cnn_onnx))
+
+
+def test_conv_and_gemm_weights_go_from_the_file_to_tensors_without_entering_the_graph(wide_cnn_onnx):
+    proto = read_without_weights(wide_cnn_onnx)
+    locate_external_data(proto, None, own_file=wide_cnn_onnx)
+
+    prepared = prepare(proto, take=True)
+
+    weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(wide_cnn_onnx)).graph.initializer}
+    left = {t.name for t in prepared.proto.graph.initializer}
+    assert len(prepared.weights) == 6 and not left & set(prepared.weights)  # 3 weights, 3 biases
+    for name, tensor in prepared.weights.items():
+        expected = weights[name] if tensor.shape == weights[name].shape else weights[name].T
+        np.testing.assert_array_equal(tensor.numpy(), expected)
+    assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in prepared.proto.graph.initializer)
+
+
+def test_a_network_read_this_way_computes_what_the_exported_one_does(wide_cnn_onnx):
+    network = load_onnx(wide_cnn_onnx)
+    x = torch.randn(2, 3, 4, 4)
+
+    with torch.no_grad():
+        torch.testing.assert_close(network.module(x), _wide_cnn()(x), rtol=1e-5, atol=1e-6)
+    assert all(p.requires_grad for p in network.module.parameters())
+
+
+def test_a_truncated_file_is_invalid_onnx(wide_cnn_onnx):
+    wide_cnn_onnx.write_bytes(wide_cnn_onnx.read_bytes()[:-1000])
+
+    with pytest.raises(AuditError) as refused:
+        read_without_weights(wide_cnn_onnx)
+    assert refused.value.code == "invalid_onnx" and "past the end" in refused.value.detail
+
+
+def test_an_empty_file_is_invalid_onnx(tmp_path):
+    (tmp_path / "empty.onnx").write_bytes(b"")
+
+    with pytest.raises(AuditError) as refused:
+        read_without_weights(tmp_path / "empty.onnx")
+    assert refused.value.code == "invalid_onnx" and "empty" in refused.value.detail
