@@ -86,3 +86,34 @@ def test_an_empty_file_is_invalid_onnx(tmp_path):
     with pytest.raises(AuditError) as refused:
         read_without_weights(tmp_path / "empty.onnx")
     assert refused.value.code == "invalid_onnx" and "empty" in refused.value.detail
+
+
+class _Projection(nn.Module):
+    """nn.Linear on a 3-D input, which every exporter writes as MatMul by the transposed weight, then Add."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.inner, self.outer = nn.Linear(48, 64), nn.Linear(64, 24)
+
+    def forward(self, x):
+        return self.outer(torch.relu(self.inner(x)))
+
+
+def test_a_matmul_by_a_weight_matrix_and_its_bias_add_are_one_layer_with_weights_from_the_file(tmp_path):
+    path = export_onnx(_Projection().eval(), torch.randn(2, 5, 48), tmp_path / "projection.onnx")
+    assert [n.op_type for n in onnx.load(str(path)).graph.node] == ["MatMul", "Add", "Relu", "MatMul", "Add"]
+
+    proto = read_without_weights(path)
+    locate_external_data(proto, None, own_file=path)
+    prepared = prepare(proto, take=True)
+    network = load_onnx(path)
+
+    assert not {t.name for t in prepared.proto.graph.initializer}  # weights and biases all went to tensors
+    shapes = [[list(network.module.get_parameter(name).shape) for name in layer.parameter_names]
+              for layer in network.layers]
+    assert [layer.kind for layer in network.layers] == ["MatMul", "MatMul"]
+    assert shapes == [[[64, 48], [64]], [[24, 64], [24]]]  # stored (out, in), as nn.Linear stores them
+    x = torch.randn(2, 5, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(network.module(x), _Projection()(x), rtol=1e-5, atol=1e-6)

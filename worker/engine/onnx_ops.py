@@ -47,6 +47,13 @@ class Gemm(torch.nn.Module):
         return y if c is None else y + self.beta * c
 
 
+class Linear(torch.nn.Module):
+    """ONNX MatMul by a weight matrix, plus the bias of an Add folded into it; the weight stored (out, in)."""
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.nn.functional.linear(x, weight, bias)
+
+
 class Conv(torch.nn.Module):
     """ONNX Conv with weight (and bias) as inputs: strides, dilations, group, pads or auto_pad."""
 
@@ -194,5 +201,5 @@ def runtime_module(node: onnx.NodeProto) -> torch.nn.Module:
         return RecurrentOutput(**attributes(node))
     if node.op_type in ("AveragePool", "MaxPool", "LpPool"):
         return Pool(node.op_type, **attributes(node))
-    return {"Gemm": Gemm, "Conv": Conv, "ConvTranspose": ConvTranspose, "Range": Range}[node.op_type](
-        **attributes(node))
+    return {"Gemm": Gemm, "MatMul": Linear, "Conv": Conv, "ConvTranspose": ConvTranspose, "Range": Range}[
+        node.op_type](**attributes(node))

@@ -26,8 +26,9 @@ PLACEHOLDER_OP = "Sum"
 # Recurrent ops and the input positions of their initial states (ONNX operator spec).
 _RECURRENT_STATES = {"LSTM": (5, 6), "GRU": (5,), "RNN": (5,)}
 _DEFAULT_DOMAINS = ("", "ai.onnx")
-# Ops always left to our own modules, which read weight and bias (inputs 1 and 2) as run-time inputs.
-RUNTIME_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm")
+# Ops left to our own modules, which read weight and bias (inputs 1 and 2) as run-time inputs (MatMul: when
+# input 1 is a weight matrix).
+RUNTIME_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
 
 
@@ -46,8 +47,8 @@ def prepare(proto: onnx.ModelProto, *, take: bool = False) -> Prepared:
     """A rewritten deep copy ready for ConvertModel; take=True rewrites proto itself (the caller gives it up).
 
     External tensors (located by external_data.locate_external_data) are read into the graph, except the weights
-    and biases of Conv, ConvTranspose and Gemm, which go straight from their file into `weights`: the converter
-    never sees them, so there is never a second copy of them in the graph.
+    and biases of Conv, ConvTranspose, Gemm and MatMul by a weight matrix, which go straight from their file into
+    `weights`: the converter never sees them, so there is never a second copy of them in the graph.
     """
     prepared = proto if take else copy.deepcopy(proto)  # conversion mutates its input (it fuses MatMul+Add)
     graph = prepared.graph
@@ -63,18 +64,34 @@ def prepare(proto: onnx.ModelProto, *, take: bool = False) -> Prepared:
     _untie_shared_initializers(graph, held)
     weights = _take_initializers(graph, _runtime_weights(graph, lambda node: held.get(node.output[0], node).op_type))
     _load_external_tensors(graph, keep=set())  # anything the rewrites left in its file
-    _store_gemm_weights_as_linear(graph, held, weights)
+    _store_weights_as_linear(graph, held, weights)
     return Prepared(prepared, states, held, weights)
 
 
 def _runtime_weights(graph: onnx.GraphProto, op_type) -> set[str]:
-    """Float initializers read only as weight or bias (inputs 1, 2) of Conv, ConvTranspose or Gemm nodes."""
-    floats = {t.name for t in graph.initializer if t.data_type in FLOAT_TYPES}
-    as_weight = {name for node in graph.node if op_type(node) in RUNTIME_WEIGHT_OPS for name in node.input[1:3]}
-    elsewhere = {name for node in graph.node if op_type(node) not in RUNTIME_WEIGHT_OPS for name in node.input}
-    elsewhere |= {name for node in graph.node if op_type(node) in RUNTIME_WEIGHT_OPS for name in node.input[:1]}
-    elsewhere |= {o.name for o in graph.output} | _names_read_by_subgraphs(graph)
-    return (as_weight & floats) - elsewhere
+    """Float initializers read only as weights or biases of nodes our own modules run (_weight_positions)."""
+    initializers = {t.name: t for t in graph.initializer}
+    as_weight, elsewhere = set(), {o.name for o in graph.output} | _names_read_by_subgraphs(graph)
+    for node in graph.node:
+        positions = _weight_positions(node, op_type(node), initializers)
+        for position, name in enumerate(node.input):
+            (as_weight if position in positions else elsewhere).add(name)
+    return {name for name in as_weight - elsewhere
+            if name in initializers and initializers[name].data_type in FLOAT_TYPES}
+
+
+def _weight_positions(node: onnx.NodeProto, op_type: str, initializers: dict) -> tuple[int, ...]:
+    """The inputs our module for this node reads as weight and bias; () for nodes left to onnx2pytorch."""
+    if op_type in ("Conv", "ConvTranspose", "Gemm"):
+        return (1, 2)
+    if op_type == "MatMul" and _by_a_weight_matrix(node, initializers):
+        return (1, 2)  # 2: the bias of the Add folded into it (_fold_bias_add)
+    return ()
+
+
+def _by_a_weight_matrix(node: onnx.NodeProto, initializers: dict) -> bool:
+    weight = initializers.get(node.input[1]) if len(node.input) > 1 else None
+    return weight is not None and len(weight.dims) == 2 and node.input[0] not in initializers
 
 
 def _names_read_by_subgraphs(graph: onnx.GraphProto) -> set[str]:
@@ -199,14 +216,21 @@ def _route_initializers(graph: onnx.GraphProto, positions) -> set[str]:
 def _hold_out_runtime_weight_nodes(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     """Turn nodes onnx2pytorch cannot convert faithfully into placeholders; return the originals by output."""
     initializers = {t.name for t in graph.initializer}
+    weights = _runtime_weights(graph, lambda node: node.op_type)
+    bias_adds = _bias_adds(graph, weights)
+    adds = {node.output[0]: node for node in graph.node if node.output[0] in bias_adds.values()}
     held, nodes = {}, []
     for node in graph.node:
+        if node.output[0] in adds:
+            continue  # folded into the MatMul before it
+        if node.output[0] in bias_adds:
+            _fold_bias_add(node, adds[bias_adds[node.output[0]]])
         original = onnx.NodeProto()
         original.CopyFrom(node)
         if node.op_type in _RECURRENT_STATES and _needs_own_recurrent(node, initializers):
             nodes += _split_recurrent(node, original, held)
             continue
-        if _needs_runtime_weights(node):
+        if _needs_runtime_weights(node, weights):
             held[node.output[0]] = original
             node.op_type = PLACEHOLDER_OP
         nodes.append(node)
@@ -214,14 +238,45 @@ def _hold_out_runtime_weight_nodes(graph: onnx.GraphProto) -> dict[str, onnx.Nod
     return held
 
 
-def _needs_runtime_weights(node: onnx.NodeProto) -> bool:
-    # Every Conv and Gemm: onnx2pytorch would copy their weights into a layer while it also keeps them as
-    # buffers and the proto keeps them too, three copies at once; ours read the one set of parameters.
-    if node.op_type in RUNTIME_WEIGHT_OPS:
+def _needs_runtime_weights(node: onnx.NodeProto, weights: set[str]) -> bool:
+    # Every Conv and Gemm, and every MatMul by a weight matrix: onnx2pytorch would copy their weights into a
+    # layer while the proto still holds them; ours read them as parameters that never entered the proto.
+    if node.op_type in ("Conv", "ConvTranspose", "Gemm"):
         return True
+    if node.op_type == "MatMul":
+        return len(node.input) > 1 and node.input[1] in weights
     if node.op_type in ("AveragePool", "MaxPool", "LpPool"):
         return _pool_beyond_torch(node)
     return node.op_type == "Range"  # its converter cannot take 0-d tensors as bounds
+
+
+def _bias_adds(graph: onnx.GraphProto, weights: set[str]) -> dict[str, str]:
+    """MatMul output -> output of the Add that alone reads it and adds a bias vector: x @ W + b is one layer.
+
+    As onnx2pytorch makes them one Linear, and as the network's author wrote them: the exporters split
+    nn.Linear on inputs of three or more dimensions into MatMul and Add.
+    """
+    initializers = {t.name: t for t in graph.initializer}
+    readers = Counter(name for node in _all_nodes(graph) for name in node.input)
+    outputs = {o.name for o in graph.output}
+    products = {node.output[0]: initializers[node.input[1]] for node in graph.node
+                if node.op_type == "MatMul" and len(node.input) > 1 and node.input[1] in weights}
+    folded = {}
+    for node in graph.node:
+        if node.op_type != "Add" or len(set(node.input)) != 2:
+            continue
+        product, other = node.input if node.input[0] in products else reversed(node.input)
+        bias = initializers.get(other)
+        if product not in products or readers[product] != 1 or product in outputs or bias is None:
+            continue
+        if list(bias.dims) == [products[product].dims[1]] and bias.data_type in FLOAT_TYPES:
+            folded[product] = node.output[0]
+    return folded
+
+
+def _fold_bias_add(matmul: onnx.NodeProto, add: onnx.NodeProto) -> None:
+    matmul.input.append(next(name for name in add.input if name != matmul.output[0]))
+    matmul.output[0] = add.output[0]
 
 
 def _untie_shared_initializers(graph: onnx.GraphProto, held: dict[str, onnx.NodeProto]) -> None:
@@ -245,9 +300,9 @@ def _untie_shared_initializers(graph: onnx.GraphProto, held: dict[str, onnx.Node
             read.add(name)
 
 
-def _store_gemm_weights_as_linear(graph: onnx.GraphProto, held: dict[str, onnx.NodeProto],
-                                  weights: dict[str, torch.Tensor]) -> None:
-    """Store a held-out Gemm's weight B as torch's Linear does, (out, in) with alpha folded in, and beta into C.
+def _store_weights_as_linear(graph: onnx.GraphProto, held: dict[str, onnx.NodeProto],
+                             weights: dict[str, torch.Tensor]) -> None:
+    """Store held-out Gemm and MatMul weights as torch's Linear does, (out, in), with alpha and beta folded in.
 
     Weight facts read fan-in from the layout and scale from the values; an exporter that writes B as (in, out)
     with transB=0, or scales by alpha, would otherwise look like another network.
@@ -255,6 +310,11 @@ def _store_gemm_weights_as_linear(graph: onnx.GraphProto, held: dict[str, onnx.N
     readers = Counter(name for node in graph.node for name in node.input)
     for node in graph.node:
         original = held.get(node.output[0])
+        if original is not None and original.op_type == "MatMul":
+            weight = _sole_reader_of(node, 1, weights, readers)
+            if weight is None:  # _runtime_weights and _untie_shared_initializers should make this impossible
+                raise AuditError("conversion_failed", f"MatMul '{node.name}' shares its weight matrix")
+            weights[weight] = weights[weight].T.contiguous()
         if original is None or original.op_type != "Gemm":
             continue
         values = attributes(original)
