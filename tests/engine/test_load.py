@@ -34,6 +34,22 @@ def test_onnx_unnamed_nodes_get_stable_names(tmp_path):
     assert [layer.name for layer in load_network(path).layers] == ["Gemm_0", "Gemm_2", "Gemm_4"]
 
 
+def test_onnx_parameters_the_exporter_stored_once_for_being_equal_stay_one_per_layer(tmp_path):
+    # A fresh network's LayerNorm scales are all ones and its biases all zeros: the legacy exporter keeps one of
+    # each and names the rest as Identity nodes of it.
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 8),
+                                  torch.nn.LayerNorm(8), torch.nn.Linear(8, 2)).eval()
+    path = export_onnx(network, torch.randn(2, 8), tmp_path / "norms.onnx", opset=17)
+    assert any(n.op_type == "Identity" for n in onnx.load(str(path)).graph.node)
+
+    loaded = load_network(path)
+
+    norms = [layer for layer in loaded.layers if layer.kind == "LayerNormalization"]
+    assert [len(layer.parameter_names) for layer in norms] == [2, 2]
+    assert sum(p.numel() for p in loaded.module.parameters()) == sum(p.numel() for p in network.parameters())
+
+
 def test_onnx_batchnorm_kept_when_not_folded(tmp_path):
     # do_constant_folding=False routes weights through Identity nodes; they must still reach the Conv.
     path = export_onnx(cnn_bn(), torch.randn(2, 3, 8, 8), tmp_path / "cnn.onnx", do_constant_folding=False,

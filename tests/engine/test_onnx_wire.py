@@ -11,7 +11,7 @@ from torch import nn
 
 from tests.engine.conftest import export_onnx
 from worker.engine.errors import AuditError
-from worker.engine.external_data import external_tensors, load_into_proto, locate_external_data
+from worker.engine.external_data import external_tensors, load_into_proto, locate_external_data, read_array
 from worker.engine.onnx_load import load_onnx
 from worker.engine.onnx_prepare import prepare
 from worker.engine.onnx_wire import SMALLEST_LEFT_IN_FILE, read_without_weights
@@ -117,3 +117,16 @@ def test_a_matmul_by_a_weight_matrix_and_its_bias_add_are_one_layer_with_weights
     x = torch.randn(2, 5, 48)
     with torch.no_grad():
         torch.testing.assert_close(network.module(x), _Projection()(x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_weight_read_transposed_block_by_block_is_the_transpose(tmp_path, monkeypatch):
+    path = export_onnx(_Projection().eval(), torch.randn(2, 5, 48), tmp_path / "projection.onnx")
+    proto = read_without_weights(path)
+    locate_external_data(proto, None, own_file=path)
+    tensor = next(t for t in external_tensors(proto.graph) if list(t.dims) == [48, 64])
+    monkeypatch.setattr("worker.engine.external_data._BLOCK_BYTES", 5 * 64 * 4)  # 5 rows a block, 48 rows
+
+    transposed = read_array(tensor, transposed=True)
+
+    np.testing.assert_array_equal(transposed, read_array(tensor).T)
+    assert transposed.flags.c_contiguous

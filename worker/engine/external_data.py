@@ -63,18 +63,33 @@ def locate_external_data(proto: onnx.ModelProto, folder: Path | None, own_file: 
         _set_entry(tensor, "location", str(target.resolve()))
 
 
-def read_array(tensor: onnx.TensorProto) -> np.ndarray:
-    """A located external tensor's values, read from its file into a new array and nowhere else."""
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
-    count = math.prod(tensor.dims)
+def read_array(tensor: onnx.TensorProto, *, transposed: bool = False) -> np.ndarray:
+    """A located external tensor's values, read from its file into a new array and nowhere else.
+
+    transposed (2-D only): the transpose, laid out contiguously, read a block of rows at a time so that no
+    second full-size array exists even for a moment.
+    """
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).newbyteorder("<")  # ONNX is little-endian
+    shape = tuple(tensor.dims)
     path, offset, length = _extent(tensor)
-    if length != count * dtype.itemsize:
+    if length != math.prod(shape) * dtype.itemsize:
         raise AuditError("external_data_invalid", f"initializer '{tensor.name}' has {length} bytes in its file, "
-                                                  f"its shape {list(tensor.dims)} needs {count * dtype.itemsize}")
+                                                  f"its shape {list(shape)} needs {math.prod(shape) * dtype.itemsize}")
     with open(path, "rb") as stream:
         stream.seek(offset)
-        values = np.fromfile(stream, dtype=dtype.newbyteorder("<"), count=count)  # ONNX stores little-endian
-    return values.astype(dtype, copy=False).reshape(tuple(tensor.dims))
+        if not transposed:
+            return np.fromfile(stream, dtype=dtype, count=math.prod(shape)).reshape(shape)
+        rows, columns = shape
+        values = np.empty((columns, rows), dtype=dtype)
+        block = max(1, _BLOCK_BYTES // max(1, columns * dtype.itemsize))
+        for start in range(0, rows, block):
+            count = min(block, rows - start)
+            rows_read = np.fromfile(stream, dtype=dtype, count=count * columns).reshape(count, columns)
+            values[:, start:start + count] = rows_read.T
+        return values
+
+
+_BLOCK_BYTES = 4 << 20
 
 
 def load_into_proto(tensor: onnx.TensorProto) -> None:

@@ -56,20 +56,26 @@ def _foldable(node: onnx.NodeProto, known: dict, protected: set[str]) -> bool:
     return all(name in known for name in node.input if name)
 
 
-def alias_initializer_identities(graph: onnx.GraphProto) -> None:
-    """Let nodes read initializers directly where the exporter routed them through Identity.
+def initializers_for_identities(graph: onnx.GraphProto) -> None:
+    """Replace each Identity of an initializer by an initializer of its own under the Identity's output name.
 
-    The legacy exporter does this with do_constant_folding=False, and the converter only gives a Conv or
-    Gemm its weights when they are initializers; through an Identity it would keep random ones.
+    The legacy exporter stores parameters with equal values once (a fresh network's LayerNorm scales are all
+    ones) and names the others as Identity nodes of that one; with do_constant_folding=False it routes every
+    weight through an Identity. Either way each name is a parameter of the user's network with its own
+    gradient, and the converter only gives a Conv or Gemm its weights when they are initializers. A copy of a
+    reference to weights left in their file (onnx_wire) is a copy of the reference, not of the weights.
     """
-    initializers = {t.name for t in graph.initializer}
+    initializers = {t.name: t for t in graph.initializer}
     outputs = {o.name for o in graph.output}
-    aliases = {n.output[0]: n.input[0] for n in graph.node
-               if n.op_type == "Identity" and n.input[0] in initializers and n.output[0] not in outputs}
-    kept = [n for n in graph.node if not (n.op_type == "Identity" and n.output[0] in aliases)]
-    for node in kept:
-        node.input[:] = [aliases.get(name, name) for name in node.input]
-    _replace_nodes(graph, kept)
+    routed = [n for n in graph.node
+              if n.op_type == "Identity" and n.input[0] in initializers and n.output[0] not in outputs]
+    for node in routed:
+        own = onnx.TensorProto()
+        own.CopyFrom(initializers[node.input[0]])
+        own.name = node.output[0]
+        graph.initializer.append(own)
+    replaced = {node.output[0] for node in routed}
+    _replace_nodes(graph, [n for n in graph.node if n.op_type != "Identity" or n.output[0] not in replaced])
 
 
 def drop_unused_initializers(graph: onnx.GraphProto) -> None:

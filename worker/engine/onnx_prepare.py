@@ -7,6 +7,7 @@ import copy
 import functools
 import inspect
 from collections import Counter
+from collections.abc import Collection
 
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from onnx2pytorch.convert import operations as converter_operations
 
 from worker.engine.errors import AuditError
 from worker.engine.external_data import external_tensors, load_into_proto, read_array
-from worker.engine.onnx_fold import alias_initializer_identities, drop_unused_initializers, fold_constants
+from worker.engine.onnx_fold import drop_unused_initializers, fold_constants, initializers_for_identities
 from worker.engine.onnx_ops import attributes
 
 # A placeholder onnx2pytorch turns into a plain module fed every input; we swap in our own after conversion.
@@ -53,7 +54,7 @@ def prepare(proto: onnx.ModelProto, *, take: bool = False) -> Prepared:
     prepared = proto if take else copy.deepcopy(proto)  # conversion mutates its input (it fuses MatMul+Add)
     graph = prepared.graph
     _name_nodes(graph)
-    alias_initializer_identities(graph)
+    initializers_for_identities(graph)
     _load_external_tensors(graph, keep=_runtime_weights(graph, lambda node: node.op_type))
     fold_constants(graph, _opsets(prepared))
     refuse_unsupported(graph)  # after folding: an op only used to build weights no longer matters
@@ -62,9 +63,10 @@ def prepare(proto: onnx.ModelProto, *, take: bool = False) -> Prepared:
     drop_unused_initializers(graph)
     held = _hold_out_runtime_weight_nodes(graph)
     _untie_shared_initializers(graph, held)
-    weights = _take_initializers(graph, _runtime_weights(graph, lambda node: held.get(node.output[0], node).op_type))
+    runtime = _runtime_weights(graph, lambda node: held.get(node.output[0], node).op_type)
+    weights = _take_initializers(graph, runtime, transposed=_linear_layout(graph, held, runtime))
     _load_external_tensors(graph, keep=set())  # anything the rewrites left in its file
-    _store_weights_as_linear(graph, held, weights)
+    _fold_gemm_scales(graph, held, weights)
     return Prepared(prepared, states, held, weights)
 
 
@@ -104,23 +106,25 @@ def _load_external_tensors(graph: onnx.GraphProto, keep: set[str]) -> None:
             load_into_proto(tensor)
 
 
-def _take_initializers(graph: onnx.GraphProto, names: set[str]) -> dict[str, torch.Tensor]:
-    """Remove these initializers (and any graph.input entries for them) from the graph; return them as tensors."""
+def _take_initializers(graph: onnx.GraphProto, names: set[str], transposed: set[str]) -> dict[str, torch.Tensor]:
+    """Remove these initializers (and any graph.input entries for them) from the graph; return them as tensors,
+    those named in `transposed` transposed as they are read."""
     taken = {}
     for index in reversed(range(len(graph.initializer))):
         tensor = graph.initializer[index]
         if tensor.name in names:
-            taken[tensor.name] = torch.from_numpy(_values(tensor))
+            taken[tensor.name] = torch.from_numpy(_values(tensor, tensor.name in transposed))
             del graph.initializer[index]
     for index in reversed([i for i, value in enumerate(graph.input) if value.name in taken]):
         del graph.input[index]
     return dict(reversed(taken.items()))  # graph order
 
 
-def _values(tensor: onnx.TensorProto) -> np.ndarray:
+def _values(tensor: onnx.TensorProto, transposed: bool) -> np.ndarray:
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
-        return read_array(tensor)
-    return numpy_helper.to_array(tensor).copy()  # writable, and not a view of the proto's bytes
+        return read_array(tensor, transposed=transposed)
+    values = numpy_helper.to_array(tensor)
+    return np.ascontiguousarray(values.T) if transposed else values.copy()  # writable, not the proto's bytes
 
 
 @functools.cache
@@ -300,36 +304,46 @@ def _untie_shared_initializers(graph: onnx.GraphProto, held: dict[str, onnx.Node
             read.add(name)
 
 
-def _store_weights_as_linear(graph: onnx.GraphProto, held: dict[str, onnx.NodeProto],
-                             weights: dict[str, torch.Tensor]) -> None:
-    """Store held-out Gemm and MatMul weights as torch's Linear does, (out, in), with alpha and beta folded in.
+def _linear_layout(graph: onnx.GraphProto, held: dict[str, onnx.NodeProto], weights: set[str]) -> set[str]:
+    """The weights to store transposed, (out, in) as torch's Linear stores them: every held-out MatMul's, and
+    Gemm's where transB=0 (those Gemms are marked transB=1 here).
 
-    Weight facts read fan-in from the layout and scale from the values; an exporter that writes B as (in, out)
-    with transB=0, or scales by alpha, would otherwise look like another network.
+    Weight facts read fan-in from the layout; a weight stored (in, out) would look like another network.
     """
+    readers = Counter(name for node in graph.node for name in node.input)
+    transposed = set()
+    for node in graph.node:
+        original = held.get(node.output[0])
+        weight = _sole_reader_of(node, 1, weights, readers)
+        if original is None or original.op_type not in ("MatMul", "Gemm"):
+            continue
+        if original.op_type == "MatMul":
+            if weight is None:  # _runtime_weights and _untie_shared_initializers should make this impossible
+                raise AuditError("conversion_failed", f"MatMul '{node.name}' shares its weight matrix")
+            transposed.add(weight)
+        elif weight and not attributes(original).get("transB", 0):
+            transposed.add(weight)
+            _set_attributes(original, transB=1)
+    return transposed
+
+
+def _fold_gemm_scales(graph: onnx.GraphProto, held: dict[str, onnx.NodeProto],
+                      weights: dict[str, torch.Tensor]) -> None:
+    """Fold a held-out Gemm's alpha into its weight and beta into its bias, in place, so weights show their scale."""
     readers = Counter(name for node in graph.node for name in node.input)
     for node in graph.node:
         original = held.get(node.output[0])
-        if original is not None and original.op_type == "MatMul":
-            weight = _sole_reader_of(node, 1, weights, readers)
-            if weight is None:  # _runtime_weights and _untie_shared_initializers should make this impossible
-                raise AuditError("conversion_failed", f"MatMul '{node.name}' shares its weight matrix")
-            weights[weight] = weights[weight].T.contiguous()
         if original is None or original.op_type != "Gemm":
             continue
         values = attributes(original)
-        alpha, beta, trans_b = values.get("alpha", 1.0), values.get("beta", 1.0), values.get("transB", 0)
-        weight = _sole_reader_of(node, 1, weights, readers)
-        if weight and (not trans_b or alpha != 1.0):
-            weights[weight] = (alpha * (weights[weight] if trans_b else weights[weight].T)).contiguous()
-            _set_attributes(original, transB=1, alpha=1.0)
-        bias = _sole_reader_of(node, 2, weights, readers)
-        if bias and beta != 1.0:
-            weights[bias] = beta * weights[bias]
-            _set_attributes(original, beta=1.0)
+        for position, scale in ((1, "alpha"), (2, "beta")):
+            name = _sole_reader_of(node, position, weights, readers)
+            if name and values.get(scale, 1.0) != 1.0:
+                weights[name].mul_(values[scale])
+                _set_attributes(original, **{scale: 1.0})
 
 
-def _sole_reader_of(node: onnx.NodeProto, position: int, weights: dict, readers: Counter) -> str | None:
+def _sole_reader_of(node: onnx.NodeProto, position: int, weights: Collection[str], readers: Counter) -> str | None:
     """The name of the weight the node reads at position, if no other input anywhere reads it too."""
     name = node.input[position] if len(node.input) > position else ""
     return name if name in weights and readers[name] == 1 else None
