@@ -55,6 +55,31 @@ def test_operator_the_converter_lacks_is_named(tmp_path):
     assert error.code == "unsupported_operator" and "FancyOp" in error.detail
 
 
+def test_an_operator_the_converter_lacks_is_named_before_the_inputs_are_questioned(tmp_path):
+    # Asking for input shapes of a network that can never be audited would send the user on an errand.
+    node = helper.make_node("FancyOp", ["x"], ["y"], domain="custom.ops")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "f"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "f"])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("custom.ops", 1)])
+    onnx.save(proto, str(tmp_path / "f.onnx"))
+
+    assert _code(tmp_path / "f.onnx").code == "unsupported_operator"
+
+
+def test_initializer_names_the_converter_would_merge_fail_conversion_by_name(tmp_path):
+    # The converter keeps initializers as attributes with '.' turned into '_': 'fc.w' and 'fc_w' would be one.
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "fc.w"], ["h"], transB=1), helper.make_node("Add", ["h", "fc_w"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        initializer=[onnx.numpy_helper.from_array(np.ones((4, 3), np.float32), "fc.w"),
+                     onnx.numpy_helper.from_array(np.ones(4, np.float32), "fc_w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "n.onnx"))
+
+    error = _code(tmp_path / "n.onnx")
+    assert error.code == "conversion_failed" and "_initializer_fc_w" in error.detail
+
+
 def test_broken_torchscript_archive_is_invalid_torchscript(tmp_path):
     with zipfile.ZipFile(tmp_path / "bad.pt", "w") as archive:
         archive.writestr("bad/code/__torch__.py", "not python at all (")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -15,6 +16,7 @@ from gradaudit.settings import load_settings
 from tests.engine.conftest import export_onnx, mlp
 from worker.engine import audit_network
 from worker.engine.errors import AuditError
+from worker.engine.onnx_load import load_onnx
 
 OPTIONS = AuditOptions(input_shapes={"x": [4, 6]})
 
@@ -93,3 +95,50 @@ def test_a_reference_past_the_end_of_its_file_is_invalid(tmp_path):
     with pytest.raises(AuditError) as refused:
         audit_network(onnx_path, options=OPTIONS, device="cpu", external_data_dir=onnx_path.parent)
     assert refused.value.code == "external_data_invalid" and last.name in refused.value.detail
+
+
+def test_a_location_given_twice_is_refused(tmp_path):
+    # Readers disagree on which of two locations wins: the confined one or the other.
+    onnx_path = _external(tmp_path)
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    proto.graph.initializer[0].external_data.add(key="location", value="/etc/hostname")
+    onnx.save_model(proto, str(onnx_path))
+
+    with pytest.raises(AuditError) as refused:
+        audit_network(onnx_path, options=OPTIONS, device="cpu", external_data_dir=onnx_path.parent)
+    assert refused.value.code == "external_data_unsafe" and "more than once" in refused.value.detail
+
+
+def test_external_tensors_inside_a_subgraph_are_read_from_the_archive(tmp_path):
+    values = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    info = onnx.helper.make_tensor_value_info
+    branch = onnx.helper.make_graph([onnx.helper.make_node("MatMul", ["x", "w_then"], ["y_then"])], "then", [],
+                                    [info("y_then", onnx.TensorProto.FLOAT, [2, 3])],
+                                    [onnx.numpy_helper.from_array(values, "w_then")])
+    other = onnx.helper.make_graph([onnx.helper.make_node("MatMul", ["x", "w"], ["y_else"])], "else", [],
+                                   [info("y_else", onnx.TensorProto.FLOAT, [2, 3])])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=other)], "g",
+        [info("x", onnx.TensorProto.FLOAT, [2, 4]), info("c", onnx.TensorProto.BOOL, [])],
+        [info("y", onnx.TensorProto.FLOAT, [2, 3])], [onnx.numpy_helper.from_array(values, "w")])
+    folder = tmp_path / "net"
+    folder.mkdir()
+    onnx.save_model(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]),
+                    str(folder / "net.onnx"), save_as_external_data=True, location="w.bin", size_threshold=0)
+
+    network = load_onnx(folder / "net.onnx", folder)
+
+    x = torch.randn(2, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(network.module(x, torch.tensor(True)), x @ torch.from_numpy(values))
+
+
+def test_a_bare_onnx_reached_through_a_link_reads_its_own_weights(tmp_path):
+    wide = torch.nn.Sequential(torch.nn.Linear(6, 256), torch.nn.ReLU(), torch.nn.Linear(256, 3))
+    plain = export_onnx(wide, torch.randn(4, 6), tmp_path / "plain.onnx")  # weights over SMALLEST_LEFT_IN_FILE
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "net.onnx").symlink_to(plain)
+
+    result = audit_network(tmp_path / "linked" / "net.onnx", options=OPTIONS, device="cpu")
+
+    assert result.network["format"] == "onnx"

@@ -17,7 +17,8 @@ from worker.engine.errors import AuditError
 
 def external_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
     """Every tensor of the graph and its subgraphs whose data lives in another file."""
-    for tensor in graph.initializer:
+    sparse = [part for tensor in graph.sparse_initializer for part in (tensor.values, tensor.indices)]
+    for tensor in [*graph.initializer, *sparse]:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             yield tensor
     for node in graph.node:
@@ -28,8 +29,14 @@ def external_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
                 yield from external_tensors(subgraph)
 
 
-def _location(tensor: onnx.TensorProto) -> str:
-    return next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+def _entries(tensor: onnx.TensorProto) -> dict[str, str]:
+    """The tensor's external-data entries; a key given twice is refused, since readers disagree on which wins."""
+    keys = [entry.key for entry in tensor.external_data]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise AuditError("external_data_unsafe",
+                         f"initializer '{tensor.name}' gives its external '{repeated[0]}' more than once")
+    return {entry.key: entry.value for entry in tensor.external_data}
 
 
 def _confined(location: str, folder: Path, tensor_name: str) -> Path:
@@ -49,17 +56,21 @@ def _confined(location: str, folder: Path, tensor_name: str) -> Path:
 def locate_external_data(proto: onnx.ModelProto, folder: Path | None, own_file: Path) -> None:
     """Point every external reference at its file's absolute path, once it is confined to `folder`.
 
-    folder None: a bare .onnx upload, which may refer only to itself (onnx_wire leaves its weights there).
+    A reference to the uploaded file itself (onnx_wire leaves its weights there) is always allowed; folder None
+    (a bare .onnx upload) allows only those.
     """
     for tensor in external_tensors(proto.graph):
-        location = _location(tensor)
-        if folder is None and location != own_file.name:
+        location = _entries(tensor).get("location", "")
+        if location == own_file.name:
+            target = own_file
+        elif folder is None:
             raise AuditError(
                 "external_data_missing",
                 f"initializer '{tensor.name}' references the external weight file '{location}'; "
                 "upload a .zip or .tar archive holding the .onnx file and its data files",
             )
-        target = _confined(location, folder or own_file.parent, tensor.name)
+        else:
+            target = _confined(location, folder, tensor.name)
         _set_entry(tensor, "location", str(target.resolve()))
 
 
@@ -71,10 +82,7 @@ def read_array(tensor: onnx.TensorProto, *, transposed: bool = False) -> np.ndar
     """
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).newbyteorder("<")  # ONNX is little-endian
     shape = tuple(tensor.dims)
-    path, offset, length = _extent(tensor)
-    if length != math.prod(shape) * dtype.itemsize:
-        raise AuditError("external_data_invalid", f"initializer '{tensor.name}' has {length} bytes in its file, "
-                                                  f"its shape {list(shape)} needs {math.prod(shape) * dtype.itemsize}")
+    path, offset, _ = _extent(tensor)
     with open(path, "rb") as stream:
         stream.seek(offset)
         if not transposed:
@@ -103,8 +111,8 @@ def load_into_proto(tensor: onnx.TensorProto) -> None:
 
 
 def _extent(tensor: onnx.TensorProto) -> tuple[str, int, int]:
-    """(path, offset, length) of a located tensor's bytes, checked against its file's size."""
-    entries = {entry.key: entry.value for entry in tensor.external_data}
+    """(path, offset, length) of a located tensor's bytes, checked against its file's size and its shape."""
+    entries = _entries(tensor)
     path = entries["location"]
     size = Path(path).stat().st_size
     try:
@@ -116,7 +124,26 @@ def _extent(tensor: onnx.TensorProto) -> tuple[str, int, int]:
     if offset < 0 or length < 0 or offset + length > size:
         raise AuditError("external_data_invalid", f"initializer '{tensor.name}' reads bytes {offset}..{offset + length} "
                                                   f"of '{Path(path).name}', which holds {size}")
+    expected = _size_in_bytes(tensor)
+    if expected is not None and length != expected:
+        raise AuditError("external_data_invalid", f"initializer '{tensor.name}' has {length} bytes in its file, "
+                                                  f"its shape {list(tensor.dims)} needs {expected}")
     return path, offset, length
+
+
+def _size_in_bytes(tensor: onnx.TensorProto) -> int | None:
+    """What a tensor of fixed-size elements needs; None for strings and packed sub-byte types."""
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        return None
+    if tensor.data_type in _SUB_BYTE_TYPES or tensor.data_type == onnx.TensorProto.STRING:
+        return None
+    return math.prod(tensor.dims) * itemsize
+
+
+_SUB_BYTE_TYPES = {getattr(onnx.TensorProto, name) for name in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
+                   if hasattr(onnx.TensorProto, name)}
 
 
 def _set_entry(tensor: onnx.TensorProto, key: str, value: str) -> None:

@@ -54,7 +54,8 @@ def convert_onnx(proto: onnx.ModelProto, *, take: bool = False) -> ConvertedNetw
     """Prepare a copy of proto (proto itself with take=True), convert it, finish the module.
 
     Finishing: eval mode, Concat as a module, read float initializers as parameters, one copy of the weights
-    (Conv, ConvTranspose and Gemm weights never pass through the converter: prepare hands them over as tensors).
+    (Conv, ConvTranspose, Gemm and MatMul weights never pass through the converter: prepare hands them over as
+    tensors).
     """
     prepared = prepare(proto, take=take)
     module, caught = _convert(prepared.proto)
@@ -128,6 +129,9 @@ def _swap_in_runtime_modules(module: ConvertModel, originals: dict[str, onnx.Nod
 def _register_runtime_weights(module: ConvertModel, weights: dict[str, torch.Tensor]) -> dict[str, str]:
     """Parameters under the names forward looks initializers up by; return initializer name -> attribute."""
     for name, tensor in weights.items():
+        if hasattr(module, get_buffer_name(name)):  # the converter's names map '.' to '_': 'fc.w' meets 'fc_w'
+            raise AuditError("conversion_failed", f"initializer '{name}' and another one share the converter's "
+                                                  f"attribute name '{get_buffer_name(name)}'")
         module.register_parameter(get_buffer_name(name), torch.nn.Parameter(tensor))
     return {name: get_buffer_name(name) for name in weights}
 

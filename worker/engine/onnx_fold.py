@@ -15,7 +15,7 @@ _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 def fold_constants(graph: onnx.GraphProto, opsets: dict[str, int]) -> None:
     """Replace every node whose inputs are all constants by initializers holding its outputs."""
-    # Weights still in their file are weights of Conv, ConvTranspose or Gemm: computed at run time, not folded.
+    # Weights still in their file are weights of Conv, ConvTranspose, Gemm or MatMul: run at run time, not folded.
     known = {t.name: t for t in graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL}
     protected = {o.name for o in graph.output}
     kept = []

@@ -11,9 +11,10 @@ import onnx
 import torch
 
 from worker.engine.errors import AuditError, one_line
-from worker.engine.external_data import locate_external_data
+from worker.engine.external_data import external_tensors, locate_external_data
 from worker.engine.load import InputSpec, Layer, LoadedNetwork
 from worker.engine.onnx_convert import ConvertedNetwork, convert_onnx
+from worker.engine.onnx_prepare import refuse_unsupported
 from worker.engine.onnx_wire import read_without_weights
 
 _OP_NAMES = {
@@ -43,8 +44,9 @@ def load_onnx(path: Path, external_data_dir: Path | None = None) -> LoadedNetwor
 def read_onnx(path: Path, external_data_dir: Path | None = None) -> OnnxGraph:
     """Read and validate an ONNX artifact's graph; its weights stay in their files until convert_graph."""
     proto = read_without_weights(path)
+    _check(proto)  # before locating: the checker refuses the absolute paths external references get there
     locate_external_data(proto, external_data_dir, own_file=path)
-    _check(proto)
+    refuse_unsupported(proto.graph, computing_only=True)
     return OnnxGraph(proto, Path(path), _input_specs(proto.graph), _op_counts(proto.graph),
                      [o.name for o in proto.graph.output], _opset(proto))
 
@@ -78,10 +80,13 @@ def _check(proto: onnx.ModelProto) -> None:
 
 
 def skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """proto without its weights: each initializer declared as a graph input of the same type and shape.
+    """proto without its weights: each initializer declared as a graph input of the same type and shape, and
+    tensors elsewhere (Constant attributes, subgraph initializers) that live in other files left empty.
 
     The checker reads the graph, not the weights; handed the whole proto it serializes it and parses it
     again in C++, two more copies of the weights at once (3.6x their size at the peak of a 477 MB load).
+    It would also look for external files relative to the working directory, or refuse absolute paths;
+    external_data.py confines and reads them instead.
     """
     graph = proto.graph
     declared = {value.name for value in graph.input}
@@ -90,8 +95,17 @@ def skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
     checked = onnx.helper.make_graph(list(graph.node), graph.name, list(graph.input) + weights, list(graph.output),
                                      value_info=list(graph.value_info),
                                      sparse_initializer=list(graph.sparse_initializer))
+    for tensor in list(external_tensors(checked)):  # copies: make_graph copied the nodes
+        _leave_empty(tensor)
     return onnx.helper.make_model(checked, ir_version=proto.ir_version, opset_imports=list(proto.opset_import),
                                   functions=list(proto.functions))
+
+
+def _leave_empty(tensor: onnx.TensorProto) -> None:
+    del tensor.external_data[:]
+    tensor.ClearField("data_location")
+    del tensor.dims[:]
+    tensor.dims.append(0)
 
 
 def _layers(converted: ConvertedNetwork) -> list[Layer]:

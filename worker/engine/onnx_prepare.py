@@ -7,7 +7,7 @@ import copy
 import functools
 import inspect
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from dataclasses import dataclass
 
@@ -44,7 +44,6 @@ class Prepared:
 
 
 def prepare(proto: onnx.ModelProto, *, take: bool = False) -> Prepared:
-    """A rewritten deep copy ready for ConvertModel; take=True rewrites proto itself (the caller gives it up)."""
     """A rewritten deep copy ready for ConvertModel; take=True rewrites proto itself (the caller gives it up).
 
     External tensors (located by external_data.locate_external_data) are read into the graph, except the weights
@@ -55,7 +54,8 @@ def prepare(proto: onnx.ModelProto, *, take: bool = False) -> Prepared:
     graph = prepared.graph
     _name_nodes(graph)
     initializers_for_identities(graph)
-    _load_external_tensors(graph, keep=_runtime_weights(graph, lambda node: node.op_type))
+    drop_unused_initializers(graph)  # before loading: one read only through an Identity now has its own copy
+    _load_external_tensors(graph, keep=_runtime_weights(graph, _own_op_type))
     fold_constants(graph, _opsets(prepared))
     refuse_unsupported(graph)  # after folding: an op only used to build weights no longer matters
     states = _route_initializers(graph, _recurrent_state_inputs)
@@ -63,14 +63,18 @@ def prepare(proto: onnx.ModelProto, *, take: bool = False) -> Prepared:
     drop_unused_initializers(graph)
     held = _hold_out_runtime_weight_nodes(graph)
     _untie_shared_initializers(graph, held)
-    runtime = _runtime_weights(graph, lambda node: held.get(node.output[0], node).op_type)
+    runtime = _runtime_weights(graph, lambda node: _own_op_type(held.get(node.output[0], node)))
     weights = _take_initializers(graph, runtime, transposed=_linear_layout(graph, held, runtime))
     _load_external_tensors(graph, keep=set())  # anything the rewrites left in its file
     _fold_gemm_scales(graph, held, weights)
     return Prepared(prepared, states, held, weights)
 
 
-def _runtime_weights(graph: onnx.GraphProto, op_type) -> set[str]:
+def _own_op_type(node: onnx.NodeProto) -> str:
+    return node.op_type
+
+
+def _runtime_weights(graph: onnx.GraphProto, op_type: Callable[[onnx.NodeProto], str]) -> set[str]:
     """Float initializers read only as weights or biases of nodes our own modules run (_weight_positions)."""
     initializers = {t.name: t for t in graph.initializer}
     as_weight, elsewhere = set(), {o.name for o in graph.output} | _names_read_by_subgraphs(graph)
@@ -124,7 +128,7 @@ def _values(tensor: onnx.TensorProto, transposed: bool) -> np.ndarray:
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
         return read_array(tensor, transposed=transposed)
     values = numpy_helper.to_array(tensor)
-    return np.ascontiguousarray(values.T) if transposed else values.copy()  # writable, not the proto's bytes
+    return np.array(values.T if transposed else values, order="C")  # a writable copy, never the proto's bytes
 
 
 @functools.cache
@@ -142,9 +146,14 @@ def _is_op_type(expression: ast.expr) -> bool:
     return isinstance(expression, ast.Attribute) and expression.attr == "op_type"
 
 
-def refuse_unsupported(graph: onnx.GraphProto) -> None:
-    """AuditError('unsupported_operator') naming the first op the converter would only guess at."""
-    for node in _all_nodes(graph):
+def refuse_unsupported(graph: onnx.GraphProto, *, computing_only: bool = False) -> None:
+    """AuditError('unsupported_operator') naming the first op the converter would only guess at.
+
+    computing_only: look only at nodes that depend on the graph's inputs, before folding (which removes the
+    rest) has read any weights, so a network that can never convert is refused before anything else runs.
+    """
+    nodes = _input_dependent_nodes(graph) if computing_only else list(graph.node)
+    for node in [inner for node in nodes for inner in [node, *_nodes_in_bodies(node)]]:
         if node.domain not in _DEFAULT_DOMAINS:
             raise AuditError("unsupported_operator",
                              f"operator '{node.op_type}' of domain '{node.domain}' is not supported "
@@ -152,6 +161,18 @@ def refuse_unsupported(graph: onnx.GraphProto) -> None:
         if node.op_type not in converted_op_types():
             raise AuditError("unsupported_operator",
                              f"operator '{node.op_type}' is not supported by the ONNX-to-torch converter")
+
+
+def _input_dependent_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Nodes that read, directly or through others, a graph input that is not an initializer (and nodes with
+    subgraphs, which folding leaves alone)."""
+    live = {value.name for value in graph.input} - {t.name for t in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        if any(name in live for name in node.input) or any(True for _ in _nodes_in_bodies(node)):
+            live.update(node.output)
+            nodes.append(node)
+    return nodes
 
 
 def _all_nodes(graph: onnx.GraphProto):
@@ -220,7 +241,7 @@ def _route_initializers(graph: onnx.GraphProto, positions) -> set[str]:
 def _hold_out_runtime_weight_nodes(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     """Turn nodes onnx2pytorch cannot convert faithfully into placeholders; return the originals by output."""
     initializers = {t.name for t in graph.initializer}
-    weights = _runtime_weights(graph, lambda node: node.op_type)
+    weights = _runtime_weights(graph, _own_op_type)
     bias_adds = _bias_adds(graph, weights)
     adds = {node.output[0]: node for node in graph.node if node.output[0] in bias_adds.values()}
     held, nodes = {}, []
@@ -273,7 +294,8 @@ def _bias_adds(graph: onnx.GraphProto, weights: set[str]) -> dict[str, str]:
         bias = initializers.get(other)
         if product not in products or readers[product] != 1 or product in outputs or bias is None:
             continue
-        if list(bias.dims) == [products[product].dims[1]] and bias.data_type in FLOAT_TYPES:
+        out = products[product].dims[1]
+        if list(bias.dims) in ([out], [1, out]) and bias.data_type in FLOAT_TYPES:  # what F.linear broadcasts alike
             folded[product] = node.output[0]
     return folded
 

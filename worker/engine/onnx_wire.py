@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import onnx
+from google.protobuf.message import DecodeError
 
 from worker.engine.errors import AuditError, one_line
 
@@ -59,7 +60,7 @@ def read_without_weights(path: Path) -> onnx.ModelProto:
         with open(path, "rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
             weightless = _model(data, path.name)
         return onnx.ModelProto.FromString(bytes(weightless))
-    except Exception as exc:
+    except (_Malformed, DecodeError, OSError, ValueError) as exc:
         raise AuditError("invalid_onnx", f"not a readable ONNX file ({one_line(exc, 200)})") from None
 
 
