@@ -52,8 +52,8 @@ def activation_sums(output: torch.Tensor, kind: str | None) -> Reduced:
     into mean and std, and a sample estimates it to within a percent of the std for one full pass less.
     """
     values = _flat(_reducible(output.detach()))
-    sample = sampled(values)
     norm = robust_norm(values)
+    sample = sampled(values)  # after the full pass, which leaves a tensor that fits the cache in it
     saturated = _saturated_count(sample, kind) if kind in SATURATING_KINDS else math.nan
     return Reduced((sample.sum(), norm, _nonzero(sample), saturated), values.numel(), sample.numel())
 
@@ -127,9 +127,9 @@ def robust_norm(values: torch.Tensor) -> Scalar:
 def grad_sums(grad: torch.Tensor) -> Reduced:
     """L2 norm, the sample's sum of |g|, min, max, the sample's nonzero count and the non-finite count."""
     values = _flat(_reducible(grad.detach()))
-    sample = sampled(values)
     norm = robust_norm(values)
     low, high = torch.aminmax(values)
+    sample = sampled(values)  # after the full passes, which leave a tensor that fits the cache in it
     sums = (norm, sample.abs().sum(), low, high, _nonzero(sample), _nonfinite_count(values, norm))
     return Reduced(sums, values.numel(), sample.numel())
 
