@@ -17,7 +17,7 @@ from onnx2pytorch.convert.operations import get_buffer_name
 from worker.engine.errors import AuditError, one_line
 from worker.engine.load import NodeInfo
 from worker.engine.onnx_ops import runtime_module
-from worker.engine.onnx_prepare import FLOAT_TYPES, RUNTIME_WEIGHT_OPS, prepare
+from worker.engine.onnx_prepare import FLOAT_TYPES, RUNTIME_WEIGHT_OPS, names_read_by_subgraphs, prepare
 
 # Ops that only move or relabel data; instrumentation may skip them.
 LAYOUT_OPS = frozenset({
@@ -148,21 +148,12 @@ def _initializers_read(module: ConvertModel, graph: onnx.GraphProto) -> list[str
     initializers = {t.name for t in graph.initializer}
     read = [name for n in graph.node if _reads_initializers(getattr(module, module.mapping[n.output[0]]))
             for name in n.input if name in initializers]
-    read += [name for name in _subgraph_inputs(graph) if name in initializers]
+    read += [name for name in names_read_by_subgraphs(graph) if name in initializers]
     return list(dict.fromkeys(read))
 
 
-def _subgraph_inputs(graph: onnx.GraphProto) -> list[str]:
-    names = []
-    for node in graph.node:
-        for attribute in node.attribute:
-            for body in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
-                names += [name for inner in body.node for name in inner.input] + _subgraph_inputs(body)
-    return names
-
-
 def _weight_inputs(graph: onnx.GraphProto, runtime_nodes: dict[str, onnx.NodeProto]) -> set[str]:
-    """Names our Conv, ConvTranspose and Gemm modules read as weight and bias, whatever their size."""
+    """Names our Conv, ConvTranspose, Gemm and MatMul modules read as weight and bias, whatever their size."""
     return {name for node in graph.node if node.output[0] in runtime_nodes
             and runtime_nodes[node.output[0]].op_type in RUNTIME_WEIGHT_OPS for name in node.input[1:]}
 

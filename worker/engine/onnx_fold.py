@@ -70,12 +70,18 @@ def initializers_for_identities(graph: onnx.GraphProto) -> None:
     routed = [n for n in graph.node
               if n.op_type == "Identity" and n.input[0] in initializers and n.output[0] not in outputs]
     for node in routed:
-        own = onnx.TensorProto()
-        own.CopyFrom(initializers[node.input[0]])
-        own.name = node.output[0]
-        graph.initializer.append(own)
+        add_initializer_copy(graph, initializers[node.input[0]], node.output[0])
     replaced = {node.output[0] for node in routed}
     _replace_nodes(graph, [n for n in graph.node if n.op_type != "Identity" or n.output[0] not in replaced])
+
+
+def add_initializer_copy(graph: onnx.GraphProto, tensor: onnx.TensorProto, name: str) -> str:
+    """Append a copy of tensor named `name` to the graph's initializers; return the name."""
+    own = onnx.TensorProto()
+    own.CopyFrom(tensor)
+    own.name = name
+    graph.initializer.append(own)
+    return name
 
 
 def drop_unused_initializers(graph: onnx.GraphProto) -> None:

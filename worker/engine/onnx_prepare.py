@@ -19,7 +19,8 @@ from onnx2pytorch.convert import operations as converter_operations
 
 from worker.engine.errors import AuditError
 from worker.engine.external_data import external_tensors, load_into_proto, read_array
-from worker.engine.onnx_fold import drop_unused_initializers, fold_constants, initializers_for_identities
+from worker.engine.onnx_fold import (add_initializer_copy, drop_unused_initializers, fold_constants,
+                                     initializers_for_identities)
 from worker.engine.onnx_ops import attributes
 
 # A placeholder onnx2pytorch turns into a plain module fed every input; we swap in our own after conversion.
@@ -77,7 +78,7 @@ def _own_op_type(node: onnx.NodeProto) -> str:
 def _runtime_weights(graph: onnx.GraphProto, op_type: Callable[[onnx.NodeProto], str]) -> set[str]:
     """Float initializers read only as weights or biases of nodes our own modules run (_weight_positions)."""
     initializers = {t.name: t for t in graph.initializer}
-    as_weight, elsewhere = set(), {o.name for o in graph.output} | _names_read_by_subgraphs(graph)
+    as_weight, elsewhere = set(), {o.name for o in graph.output} | set(names_read_by_subgraphs(graph))
     for node in graph.node:
         positions = _weight_positions(node, op_type(node), initializers)
         for position, name in enumerate(node.input):
@@ -100,8 +101,9 @@ def _by_a_weight_matrix(node: onnx.NodeProto, initializers: dict) -> bool:
     return weight is not None and len(weight.dims) == 2 and node.input[0] not in initializers
 
 
-def _names_read_by_subgraphs(graph: onnx.GraphProto) -> set[str]:
-    return {name for node in graph.node for inner in _nodes_in_bodies(node) for name in inner.input}
+def names_read_by_subgraphs(graph: onnx.GraphProto) -> list[str]:
+    """Every input name of every node inside the bodies of the graph's nodes, nested ones included, in order."""
+    return [name for node in graph.node for inner in _nodes_in_bodies(node) for name in inner.input]
 
 
 def _load_external_tensors(graph: onnx.GraphProto, keep: set[str]) -> None:
@@ -318,11 +320,7 @@ def _untie_shared_initializers(graph: onnx.GraphProto, held: dict[str, onnx.Node
             if name not in initializers:
                 continue
             if name in read and node.output[0] in held:
-                own = onnx.TensorProto()
-                own.CopyFrom(initializers[name])
-                own.name = f"{name}/{node.output[0]}"
-                graph.initializer.append(own)
-                node.input[position] = own.name
+                node.input[position] = add_initializer_copy(graph, initializers[name], f"{name}/{node.output[0]}")
             read.add(name)
 
 

@@ -65,20 +65,21 @@ def read_without_weights(path: Path) -> onnx.ModelProto:
 
 
 def _model(data: mmap.mmap, file_name: str) -> bytearray:
-    out = bytearray()
-    for field in _fields(data, 0, len(data)):
-        if field.number == _GRAPH and field.wire_type == _LEN:
-            out += _length_delimited(_GRAPH, _graph(data, field, file_name))
-        else:
-            out += data[field.start:field.end]
-    return out
+    def initializer(tensor: _Field) -> bytes:
+        return _initializer(data, tensor, file_name)
+
+    def graph(field: _Field) -> bytearray:
+        return _rewritten(data, field.value_start, field.end, _INITIALIZER, initializer)
+
+    return _rewritten(data, 0, len(data), _GRAPH, graph)
 
 
-def _graph(data: mmap.mmap, graph: _Field, file_name: str) -> bytearray:
+def _rewritten(data: mmap.mmap, start: int, end: int, number: int, rewrite) -> bytearray:
+    """The message in data[start:end] with each length-delimited field `number` replaced by rewrite(field)."""
     out = bytearray()
-    for field in _fields(data, graph.value_start, graph.end):
-        if field.number == _INITIALIZER and field.wire_type == _LEN:
-            out += _length_delimited(_INITIALIZER, _initializer(data, field, file_name))
+    for field in _fields(data, start, end):
+        if field.number == number and field.wire_type == _LEN:
+            out += _length_delimited(number, rewrite(field))
         else:
             out += data[field.start:field.end]
     return out
