@@ -11,8 +11,9 @@ import torch
 from gradaudit.options import AuditOptions
 from tests.engine.conftest import export_onnx, mlp, token_network
 from worker.engine import audit_network
-from worker.engine.activation_stats import (Recorder, activation_statistics, activation_sums, grad_statistics,
-                                            grad_sums, sampled)
+from worker.engine.activation_stats import (Recorder, activation_statistics, activation_sums, flat_entries,
+                                            grad_statistics, grad_sums)
+from worker.engine.sample_rows import SampleRows, sample_view
 
 
 def test_batches_and_seeds_are_recorded(mlp_onnx):
@@ -53,13 +54,22 @@ def test_token_inputs_stay_within_the_vocabulary_and_say_so(tmp_path):
 
 
 def activation_row(values: torch.Tensor, kind: str) -> list[float]:
-    reduced = activation_sums(values, kind)
-    return list(activation_statistics([float(v) for v in reduced.sums], reduced.numel, reduced.sampled).values())
+    samples = SampleRows()
+    reduced = activation_sums(values, kind, samples)
+    totals = samples.totals()[0][reduced.row].tolist()
+    exact = [float(v) for v in reduced.exact]
+    return list(activation_statistics(exact, totals, reduced.numel, reduced.sampled).values())
 
 
 def grad_row(values: torch.Tensor) -> list[float]:
-    reduced = grad_sums(values)
-    return list(grad_statistics([float(v) for v in reduced.sums], reduced.numel, reduced.sampled).values())
+    samples = SampleRows()
+    reduced = grad_sums(values, samples)
+    totals = samples.totals()[0][reduced.row].tolist()
+    return list(grad_statistics([float(v) for v in reduced.exact], totals, reduced.numel, reduced.sampled).values())
+
+
+def sampled(values: torch.Tensor) -> torch.Tensor:
+    return sample_view(values.flatten()).flatten()
 
 
 def test_rows_match_plain_torch():
@@ -76,7 +86,7 @@ def test_rows_match_plain_torch():
 def test_large_tensors_are_estimated_from_a_sample_of_cache_line_runs():
     values = torch.randn(64, 256, 7, 7).relu()  # 802,816 entries, about half exactly zero
     sample = sampled(values)
-    assert 2 ** 14 * 0.75 < sample.numel() <= 2 ** 14 and sample.is_contiguous()
+    assert 2 ** 14 * 0.75 < sample.numel() <= 2 ** 14
     assert (sample == 0).float().mean().item() == pytest.approx((values == 0).float().mean().item(), abs=0.01)
     _, mean, std, _, _ = activation_row(values, "Relu")
     assert math.hypot(mean, std) == pytest.approx(values.square().mean().sqrt().item(), rel=1e-5)  # RMS: exact
@@ -104,7 +114,8 @@ def test_recorder_without_gradient_reports_none_for_the_gradient():
 def test_a_transposed_output_is_sampled_without_copying_it_whole():
     values = torch.randn(64, 32, 96).relu()
     transposed = values.transpose(1, 2)  # dense, but not contiguous
-    sample = sampled(transposed)
+    assert flat_entries(transposed).data_ptr() == values.data_ptr()
+    sample = sampled(flat_entries(transposed))
     assert sample.numel() <= 2 ** 14
     assert (sample == 0).float().mean().item() == pytest.approx(0.5, abs=0.02)
     assert activation_row(transposed, "Relu")[:4] == pytest.approx(activation_row(values, "Relu")[:4])

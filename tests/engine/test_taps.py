@@ -7,6 +7,7 @@ import math
 from dataclasses import asdict
 
 import numpy as np
+import onnx
 import pytest
 import torch
 import torch.nn.functional as F
@@ -179,3 +180,24 @@ def test_the_report_built_from_an_engine_result_has_output_statistics(mlp_onnx):
     relu = report["layers"][1]
     assert "probes" not in relu and len(relu["output_grad"]["batches"]) == 3
     assert 0 < relu["activation"]["zero_fraction"] < 1 and relu["output_grad"]["norm"] > 0
+
+
+class ScaledByWidth(nn.Module):
+    """x @ W / sqrt(width), the width read from the input's shape at run time, as attention scales."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        width = torch.tensor(x.shape[-1], dtype=torch.float32)
+        return torch.relu(self.fc(x)) / torch.sqrt(width)
+
+
+def test_shape_arithmetic_is_not_a_layer(tmp_path):
+    path = export_onnx(ScaledByWidth(), torch.randn(3, 6), tmp_path / "scaled.onnx", dynamic={0: "b", 1: "w"})
+    graph_ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    assert "Shape" in graph_ops and "Sqrt" in graph_ops  # the scale is computed when the network runs
+    result = audit(path, input_shapes={"x": [8, 6]})
+    assert [layer.kind for layer in result.layers] == ["Gemm", "Relu", "Div"]
+    assert "shape arithmetic skipped" in result.setup["layer_outputs"]

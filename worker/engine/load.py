@@ -40,6 +40,7 @@ class NodeInfo:
     depth: int
     module_path: str  # a direct child of the root: dict(module.named_modules())[module_path]; may contain dots
     layout_only: bool = False  # Reshape, Transpose, Identity, ...: moves data, computes nothing
+    reads_data: bool = True  # False for shape arithmetic: its output follows from shapes and constants alone
 
 
 @dataclass

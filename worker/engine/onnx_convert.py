@@ -19,6 +19,8 @@ from worker.engine.load import NodeInfo
 from worker.engine.onnx_ops import runtime_module
 from worker.engine.onnx_prepare import FLOAT_TYPES, RUNTIME_WEIGHT_OPS, names_read_by_subgraphs, prepare
 
+# Ops whose output is a shape: what follows from them alone is shape arithmetic.
+SHAPE_OPS = frozenset({"Shape", "Size"})
 # Ops that only move or relabel data; instrumentation may skip them.
 LAYOUT_OPS = frozenset({
     "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Shape", "Size", "Constant",
@@ -69,10 +71,27 @@ def convert_onnx(proto: onnx.ModelProto, *, take: bool = False) -> ConvertedNetw
     promoted |= _promote_read_initializers(module, graph, exclude=prepared.recurrent_states,
                                            weights=_weight_inputs(graph, prepared.runtime_nodes))
     _drop_unread_buffers(module, graph)
-    nodes = [NodeInfo(n.name, n.op_type, depth, module.mapping[n.output[0]], n.op_type in LAYOUT_OPS)
-             for depth, n in enumerate(graph.node)]
+    on_data = _nodes_reading_data(graph)
+    nodes = [NodeInfo(n.name, n.op_type, depth, module.mapping[n.output[0]], n.op_type in LAYOUT_OPS,
+                      reads_data=n.name in on_data) for depth, n in enumerate(graph.node)]
     module.onnx_model = _without_initializers(module.onnx_model)
     return ConvertedNetwork(module.eval(), nodes, promoted, caught)
+
+
+def _nodes_reading_data(graph: onnx.GraphProto) -> set[str]:
+    """Names of the nodes whose output depends on the values of a graph input, not only on shapes and constants.
+
+    The others are shape arithmetic, like the scale sqrt(head size) an exporter computes from Shape at run time:
+    the report has nothing to say of them. Nodes with subgraphs count as reading data, whatever they read.
+    """
+    carrying = {value.name for value in graph.input} - {tensor.name for tensor in graph.initializer}
+    reading = set()
+    for node in graph.node:
+        has_subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+        if node.op_type not in SHAPE_OPS and (has_subgraph or carrying.intersection(node.input)):
+            reading.add(node.name)
+            carrying.update(node.output)
+    return reading
 
 
 def _without_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -1,0 +1,116 @@
+"""Samples of many tensors side by side, one row each, so that their sums and counts cost a few operations per
+chunk of rows instead of a few per tensor.
+
+On CPU a small operation costs 15-30 us inside a backward pass whatever its size (2-8 us on its own), and a
+per-tensor sum, |sum| and nonzero count of its sample were a third of the probe's overhead on ResNet-50.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+SAMPLE_ENTRIES = 1 << 14  # under torch's parallel grain (32,768): sample reductions run on one thread
+SAMPLE_RUN = 16  # 16 float32 fill one cache line
+_CHUNK_ROWS = 32  # 2 MiB of float32 rows: fits the cache, and a chunk's reductions are cheap beside 32 tensors'
+TOTALS = ("sum", "abs_sum", "nonzero")
+_SAME_WIDTH_INTEGER = {torch.float32: torch.int32, torch.float64: torch.int64}
+
+
+def sample_view(values: torch.Tensor) -> torch.Tensor:
+    """A view of every k-th run of SAMPLE_RUN consecutive entries of a one-dimensional tensor, at most
+    SAMPLE_ENTRIES of them (at least a k-th), as rows of SAMPLE_RUN; all entries of a tensor no larger than that.
+
+    A full pass costs 0.05-0.1 ms per million floats on CPU, a sample about 0.02 ms at any size, and a share
+    estimated from it is within a percent or two. Runs of whole cache lines read 16x fewer lines than single
+    entries would; k is a prime above 7, so the runs' starts walk through every position of power-of-two and
+    7x7 layouts instead of one column of them.
+    """
+    numel = values.numel()
+    if numel <= SAMPLE_ENTRIES:
+        return values
+    step = _run_step(numel)
+    # Strides in units of the flat view's own stride: that can be anything (0 for an expanded gradient, 2 for
+    # x[..., ::2]), and as_strided keeps the view's storage offset.
+    unit = values.stride(0)
+    return values.as_strided((numel // step, SAMPLE_RUN), (step * unit, unit))
+
+
+@functools.lru_cache(maxsize=1024)
+def _run_step(numel: int) -> int:
+    """Entries from one run's start to the next's."""
+    return SAMPLE_RUN * _prime_at_least(max(11, -(-numel // SAMPLE_ENTRIES)))
+
+
+def _prime_at_least(n: int) -> int:
+    while any(n % d == 0 for d in range(2, int(n ** 0.5) + 1)):
+        n += 1
+    return n
+
+
+class SampleRows:
+    """Rows of zero-padded samples in a chunk on the tensors' device; a full chunk is reduced to each row's
+    TOTALS (float64, still on the device) and reused."""
+
+    def __init__(self):
+        self._chunk: torch.Tensor | None = None
+        self._chunk_rows: tuple[torch.Tensor, ...] = ()  # made once: indexing a row costs 9 us, unbind's 1.5
+        self._filled = 0
+        self._rows = 0
+        self._last_size = 0
+        self._widest = 0  # the longest sample in the chunk: the rest of its rows is still zero
+        self._totals: list[torch.Tensor] = []
+
+    def add(self, values: torch.Tensor) -> tuple[int, int]:
+        """Copy the sample of a one-dimensional tensor into the next row: the row's number and the sample's size.
+
+        Each torch call here costs 15-20 us inside a step on CPU (the step's kernels leave the interpreter's
+        caches cold), against 1-3 us on its own: hence as few of them as will do.
+        """
+        self._make_room(values)
+        view = sample_view(values)
+        row = self._chunk_rows[self._filled]
+        if view.dim() == 1:
+            row[:view.numel()].copy_(view)
+        else:
+            row.as_strided(view.shape, (SAMPLE_RUN, 1)).copy_(view)
+        self._filled += 1
+        self._rows += 1
+        self._last_size = view.numel()
+        self._widest = max(self._widest, self._last_size)
+        return self._rows - 1, self._last_size
+
+    def last_sample(self) -> torch.Tensor:
+        """The sample the last add copied, valid until the next add."""
+        return self._chunk_rows[self._filled - 1][:self._last_size]
+
+    def totals(self) -> list[torch.Tensor]:
+        """Every row's TOTALS so far, in row order, as (rows, 3) tensors."""
+        self._reduce()
+        return list(self._totals)
+
+    def _make_room(self, values: torch.Tensor) -> None:
+        chunk = self._chunk
+        if chunk is not None and (chunk.device, chunk.dtype) != (values.device, values.dtype):
+            self._reduce()
+            chunk = None
+        if chunk is None:
+            self._chunk = values.new_zeros(_CHUNK_ROWS, SAMPLE_ENTRIES)
+            self._chunk_rows = self._chunk.unbind(0)
+        elif self._filled == _CHUNK_ROWS:
+            self._reduce()
+
+    def _reduce(self) -> None:
+        if not self._filled:
+            return
+        rows = self._chunk[:self._filled, :self._widest]
+        magnitudes = rows.abs()
+        sums, abs_sums = rows.sum(1), magnitudes.sum(1)
+        # A float is nonzero exactly when its bits without the sign are (NaN included): two integer passes, at
+        # a quarter of torch.count_nonzero's time on CPU. The zero padding adds nothing to any of the totals.
+        bits = magnitudes.view(_SAME_WIDTH_INTEGER[rows.dtype])
+        nonzero = bits.clamp_(max=1).sum(1, dtype=torch.int32)
+        self._totals.append(torch.stack((sums.double(), abs_sums.double(), nonzero.double()), dim=1))
+        rows.zero_()
+        self._filled = self._widest = 0
