@@ -1,12 +1,15 @@
 """Overhead of the instrumented probe against a plain forward+backward, on networks of realistic size.
 
-    .venv/bin/python bench/overhead.py [--device cpu|cuda] [--repeats 5] [--only resnet50,transformer,lstm]
+    .venv/bin/python bench/overhead.py [--device cpu|cuda] [--repeats 9] [--only resnet50,transformer,lstm]
 
 For each network and format (ONNX through our converter, TorchScript), times a plain forward+backward and
 the instrumented probe of one batch (every layer output tapped, its statistics reduced on the device, one
-host transfer) side by side in this process, alternating them, and prints the best times and their ratio.
-The best of N, as timeit takes it: both variants are deterministic CPU work, so a slower run only measures
-interference from the rest of the machine (on this shared 2-core VM, medians drifted by +-5% between runs).
+host transfer) side by side in this process, in adjacent pairs, and prints the best time of each and the
+median of the pairs' ratios with its quartiles. On this shared 2-core VM the machine's speed drifts by 10-15%
+over seconds to minutes; two runs a few hundred ms apart see the same speed, so the ratio within a pair
+cancels the drift that a ratio of the two best times (taken minutes apart) does not: those gave ResNet-50
+ONNX anything from 0.99x to 1.16x on one build. Pairs alternate their order (plain first, then instrumented
+first), so whatever a run leaves behind for the next (warm caches, a freed heap) favours neither variant.
 Peak memory: on CUDA torch.cuda.max_memory_allocated in this process; on CPU the peak RSS growth of one step,
 measured in a fresh subprocess per variant (the kernel's high-water mark is reset just before the step).
 Parameter-gradient statistics are computed once per audit, not per batch, and are not part of either variant.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import os
 import subprocess
 import sys
@@ -132,15 +136,25 @@ def timed(step, device: str) -> float:
     return time.perf_counter() - start
 
 
-def time_both(bench: Bench, device: str, repeats: int) -> tuple[float, float]:
-    """Best seconds of plain and instrumented, alternated so drift hits both alike."""
+def time_pairs(bench: Bench, device: str, repeats: int) -> tuple[list[float], list[float]]:
+    """Seconds of plain and instrumented runs, one pair per repeat, each pair's order alternating."""
     for _ in range(2):
         bench.plain(), bench.instrumented()
     plain, instrumented = [], []
-    for _ in range(repeats):
-        plain.append(timed(bench.plain, device))
-        instrumented.append(timed(bench.instrumented, device))
-    return min(plain), min(instrumented)
+    for pair in range(repeats):
+        if pair % 2:
+            instrumented.append(timed(bench.instrumented, device))
+            plain.append(timed(bench.plain, device))
+        else:
+            plain.append(timed(bench.plain, device))
+            instrumented.append(timed(bench.instrumented, device))
+    return plain, instrumented
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """The first quartile, the median and the third quartile."""
+    first, median, third = statistics.quantiles(values, n=4, method="inclusive")
+    return first, median, third
 
 
 def cuda_peak(bench: Bench, variant: str) -> int:
@@ -180,21 +194,22 @@ def measure(name: str, fmt: str, path: Path, device: str, repeats: int) -> dict:
     """Times in this process, memory per variant (child processes on CPU)."""
     shape = networks()[name][1]
     bench = Bench(path, shape, device)
-    plain_s, instrumented_s = time_both(bench, device, repeats)
+    plain, instrumented = time_pairs(bench, device, repeats)
     if device.startswith("cuda"):
         memory = {variant: cuda_peak(bench, variant) for variant in ("plain", "instrumented")}
     else:
         memory = {variant: memory_in_child(path, shape, variant) for variant in ("plain", "instrumented")}
     return {"network": name, "format": fmt, "layers": len(bench.taps.layers), "tapped": bench.taps.tapped,
-            "plain_s": plain_s, "instrumented_s": instrumented_s, "plain_mb": memory["plain"] / 2**20,
+            "plain_s": min(plain), "instrumented_s": min(instrumented),
+            "time_ratio": quartiles([i / p for p, i in zip(plain, instrumented)]), "plain_mb": memory["plain"] / 2**20,
             "instrumented_mb": memory["instrumented"] / 2**20}
 
 
 def print_row(row: dict) -> None:
-    time_ratio = row["instrumented_s"] / row["plain_s"]
+    first, time_ratio, third = row["time_ratio"]
     memory_ratio = row["instrumented_mb"] / row["plain_mb"] if row["plain_mb"] > 0 else float("nan")
     print(f"{row['network']:<12} {row['format']:<12} {row['tapped']:>4}/{row['layers']:<4} "
-          f"{row['plain_s']:>8.3f} {row['instrumented_s']:>8.3f} {time_ratio:>6.2f}x "
+          f"{row['plain_s']:>8.3f} {row['instrumented_s']:>8.3f} {time_ratio:>6.3f}x {first:.3f}-{third:.3f} "
           f"{'ok' if time_ratio <= TIME_TARGET else 'MISS':<4} "
           f"{row['plain_mb']:>9.1f} {row['instrumented_mb']:>9.1f} {memory_ratio:>6.2f}x "
           f"{'ok' if memory_ratio <= MEMORY_TARGET else 'MISS'}", flush=True)
@@ -203,7 +218,7 @@ def print_row(row: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9, help="pairs of runs")
     parser.add_argument("--only", default="resnet50,transformer,lstm")
     parser.add_argument("--child", nargs=3, metavar=("PATH", "SHAPE", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -213,8 +228,10 @@ def main() -> None:
         print(json.dumps({"peak_bytes": rss_peak_growth(bench, variant)}))
         return
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
-          f"repeats={args.repeats} (best of); targets: time <= {TIME_TARGET}x, peak memory <= {MEMORY_TARGET}x")
-    print(f"{'network':<12} {'format':<12} {'tapped':>9} {'plain_s':>8} {'instr_s':>8} {'time':>7} {'':<4} "
+          f"pairs={args.repeats} (best times; median pair ratio, its quartiles); "
+          f"targets: time <= {TIME_TARGET}x, peak memory <= {MEMORY_TARGET}x")
+    print(f"{'network':<12} {'format':<12} {'tapped':>9} {'plain_s':>8} {'instr_s':>8} {'time':>7} "
+          f"{'quartiles':<11} {'':<4} "
           f"{'plain_MB':>9} {'instr_MB':>9} {'memory':>7}")
     with tempfile.TemporaryDirectory() as folder:
         for name in args.only.split(","):
