@@ -187,3 +187,18 @@ def test_an_old_gemm_with_the_broadcast_attribute_converts():
     proto = _single_node("Gemm", feeds, ["y"], {"w": _array(3, 4), "b": _array(3)}, opset=6, transB=1,
                          broadcast=1)
     _agrees_with_reference(proto, feeds)
+
+
+def test_a_weight_returned_as_a_graph_output_is_returned_and_is_a_parameter():
+    weight = _array(4, 3)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc", transB=1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4]),
+         helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(_array(4), "b")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    _agrees_with_reference(proto, {"x": _array(2, 3)})
+    _, returned = convert_onnx(proto).module(torch.from_numpy(_array(2, 3)))
+    assert returned.requires_grad and np.array_equal(returned.detach().numpy(), weight)
+    assert [o.name for o in proto.graph.output] == ["y", "w"]  # the caller's names are untouched

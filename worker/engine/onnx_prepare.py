@@ -54,6 +54,7 @@ def prepare(proto: onnx.ModelProto, *, take: bool = False) -> Prepared:
     prepared = proto if take else copy.deepcopy(proto)  # conversion mutates its input (it fuses MatMul+Add)
     graph = prepared.graph
     _name_nodes(graph)
+    _initializer_outputs_from_nodes(graph)
     initializers_for_identities(graph)
     drop_unused_initializers(graph)  # before loading: one read only through an Identity now has its own copy
     _load_external_tensors(graph, keep=_runtime_weights(graph, _own_op_type))
@@ -69,6 +70,21 @@ def prepare(proto: onnx.ModelProto, *, take: bool = False) -> Prepared:
     _load_external_tensors(graph, keep=set())  # anything the rewrites left in its file
     _fold_gemm_scales(graph, held, weights)
     return Prepared(prepared, states, held, weights)
+
+
+def _initializer_outputs_from_nodes(graph: onnx.GraphProto) -> None:
+    """Give each graph output that is an initializer an Identity node producing it under a new name.
+
+    The converter collects outputs from what nodes produced, so a network returning one of its weights failed.
+    Outputs are matched by position (the audit reads their names from the uploaded graph), so the new name
+    changes nothing the user sees.
+    """
+    initializers = {t.name for t in graph.initializer}
+    for output in graph.output:
+        if output.name in initializers:
+            alias = f"{output.name}__as_output"
+            graph.node.append(onnx.helper.make_node("Identity", [output.name], [alias], name=alias))
+            output.name = alias
 
 
 def _own_op_type(node: onnx.NodeProto) -> str:
