@@ -10,6 +10,7 @@ A backward pass needs a gradient per weight, so the floor is about 2x (weights +
     .venv/bin/python bench/scale.py --sizes 1 10 --formats onnx
     .venv/bin/python bench/scale.py --sizes 125        # a ~500 MB ONNX file
     .venv/bin/python bench/scale.py --family transformer --sizes 10 100
+    .venv/bin/python bench/scale.py --family embedding --sizes 100   # a token table: nearly all the weights
 """
 
 from __future__ import annotations
@@ -25,18 +26,24 @@ from pathlib import Path
 
 DEPTH = 4
 BATCH = 8
-SEQUENCE = 16  # tokens per sequence for the transformer family
+SEQUENCE = 16  # tokens per sequence for the transformer and embedding families
+EMBEDDING_WIDTH = 256
 
 
 def _width_for(family: str, millions: float) -> int:
-    """The width giving about `millions` M parameters: DEPTH square layers (MLP), or DEPTH encoder layers of
-    about 12 d^2 parameters each (transformer, d a multiple of the 8 heads)."""
+    """The width giving about `millions` M parameters: DEPTH square layers (MLP), DEPTH encoder layers of
+    about 12 d^2 parameters each (transformer, d a multiple of the 8 heads), or the rows of a token table
+    EMBEDDING_WIDTH wide (embedding)."""
     if family == "mlp":
         return int((millions * 1e6 / DEPTH) ** 0.5)
+    if family == "embedding":
+        return int(millions * 1e6 / EMBEDDING_WIDTH)
     return int((millions * 1e6 / (12 * DEPTH)) ** 0.5) // 8 * 8
 
 
 def _input_shape(family: str, width: int) -> list[int]:
+    if family == "embedding":
+        return [BATCH, SEQUENCE]  # token ids
     return [BATCH, width] if family == "mlp" else [BATCH, SEQUENCE, width]
 
 
@@ -55,6 +62,10 @@ def _network(family: str, width: int):
         def forward(self, input):
             return input.mean(1)
 
+    if family == "embedding":
+        return nn.Sequential(nn.Embedding(width, EMBEDDING_WIDTH), MeanOverSequence(),
+                             nn.Linear(EMBEDDING_WIDTH, 10)).eval()
+
     # Layers built one by one, so each has its own weights (the exporter stores equal tensors once).
     layers = [nn.TransformerEncoderLayer(width, 8, 4 * width, dropout=0.0, batch_first=True) for _ in range(DEPTH)]
     return nn.Sequential(*layers, MeanOverSequence(), nn.Linear(width, 10)).eval()
@@ -64,7 +75,8 @@ def _export(family: str, width: int, folder: Path, network_format: str) -> Path:
     import torch
 
     network = _network(family, width)
-    example = torch.randn(*_input_shape(family, width))
+    shape = _input_shape(family, width)
+    example = torch.randint(0, width, shape) if family == "embedding" else torch.randn(*shape)
     warnings.filterwarnings("ignore")
     if network_format == "onnx":
         path = folder / f"{family}-{width}.onnx"
@@ -105,8 +117,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", type=float, default=[1, 3, 10, 30, 100], help="millions of parameters")
     parser.add_argument("--formats", nargs="+", default=["onnx", "torchscript"])
-    parser.add_argument("--family", choices=["mlp", "transformer"], default="mlp",
-                        help="an MLP (Gemm layers in ONNX) or a transformer encoder (MatMul layers in ONNX)")
+    parser.add_argument("--family", choices=["mlp", "transformer", "embedding"], default="mlp",
+                        help="an MLP (Gemm layers in ONNX), a transformer encoder (MatMul layers in ONNX) or a "
+                             "token table (Gather in ONNX) with a linear head")
     args = parser.parse_args()
     print(f"family={args.family} batch={BATCH}" + (f" sequence={SEQUENCE}" if args.family != "mlp" else ""))
     print(f"{'format':<12}{'params':>12}{'file MB':>10}{'audit s':>10}{'peak MB':>10}{'x weights':>11}{'s per M':>9}")

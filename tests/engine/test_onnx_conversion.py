@@ -202,3 +202,19 @@ def test_a_weight_returned_as_a_graph_output_is_returned_and_is_a_parameter():
     _, returned = convert_onnx(proto).module(torch.from_numpy(_array(2, 3)))
     assert returned.requires_grad and np.array_equal(returned.detach().numpy(), weight)
     assert [o.name for o in proto.graph.output] == ["y", "w"]  # the caller's names are untouched
+
+
+@pytest.mark.parametrize("axis, indices", [(0, np.array([[0, 4], [-1, 2]])), (1, np.array(-2)), (-1, np.array([1]))])
+def test_a_gathered_table_is_a_parameter_the_graph_never_holds(axis, indices):
+    table = _array(5, 3) if axis == 0 else _array(2, 5, 3)
+    proto = _single_node("Gather", {"i": indices.astype(np.int64)}, ["y"], initializers={"table": table}, opset=13,
+                         axis=axis)
+    proto.graph.node[0].input[:] = ["table", "i"]  # data first, then indices
+    converted = convert_onnx(proto)
+    assert [p.shape for p in converted.module.parameters()] == [table.shape]
+    assert list(converted.module.buffers()) == [] and len(converted.module.onnx_model.graph.initializer) == 0
+    expected = ReferenceEvaluator(proto).run(None, {"i": indices.astype(np.int64)})[0]
+    output = converted.module(torch.from_numpy(indices.astype(np.int64)))
+    np.testing.assert_array_equal(output.detach().numpy(), expected)
+    output.sum().backward()
+    assert next(converted.module.parameters()).grad.abs().sum() > 0

@@ -130,3 +130,30 @@ def test_a_weight_read_transposed_block_by_block_is_the_transpose(tmp_path, monk
 
     np.testing.assert_array_equal(transposed, read_array(tensor).T)
     assert transposed.flags.c_contiguous
+
+
+class _Embedded(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embedding = nn.Embedding(1000, 32)
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embedding(tokens).mean(dim=1))
+
+
+def test_an_embedding_table_goes_from_the_file_to_a_parameter_without_entering_the_graph(tmp_path):
+    tokens = torch.randint(0, 1000, (3, 7))
+    path = export_onnx(_Embedded().eval(), tokens, tmp_path / "embedded.onnx", name="tokens")
+    proto = read_without_weights(path)
+    locate_external_data(proto, None, own_file=path)
+
+    prepared = prepare(proto, take=True)
+
+    assert "embedding.weight" in prepared.weights
+    assert "embedding.weight" not in {t.name for t in prepared.proto.graph.initializer}
+    network = load_onnx(path)
+    assert network.module.get_parameter("_initializer_embedding_weight").shape == (1000, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(network.module(tokens), _Embedded()(tokens), rtol=1e-5, atol=1e-6)

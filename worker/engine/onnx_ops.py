@@ -1,4 +1,5 @@
-"""Our own modules for ONNX ops onnx2pytorch only converts with constant weights (Conv, ConvTranspose, Gemm), and Range.
+"""Our own modules for ONNX ops whose weights we hand over as parameters (Conv, ConvTranspose, Gemm, MatMul by a
+weight matrix, Gather from a table), and for Range and pools onnx2pytorch gets wrong.
 
 onnx2pytorch builds nn.Conv2d/nn.Linear from initializers at conversion time; when a weight is a graph
 input or computed (backend node tests, weight-sharing exports) it fails. These modules take every input at
@@ -52,6 +53,22 @@ class Linear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         return torch.nn.functional.linear(x, weight, bias)
+
+
+class Gather(torch.nn.Module):
+    """ONNX Gather of a table read as a parameter (an embedding): the entries of data at indices along axis,
+    negative indices counting from the end."""
+
+    def __init__(self, axis: int = 0):
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, data: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        axis = self.axis % data.dim()
+        flat = indices.reshape(-1).long()
+        flat = torch.where(flat < 0, flat + data.shape[axis], flat)
+        picked = data.index_select(axis, flat)
+        return picked.reshape(data.shape[:axis] + indices.shape + data.shape[axis + 1:])
 
 
 class Conv(torch.nn.Module):
@@ -201,5 +218,5 @@ def runtime_module(node: onnx.NodeProto) -> torch.nn.Module:
         return RecurrentOutput(**attributes(node))
     if node.op_type in ("AveragePool", "MaxPool", "LpPool"):
         return Pool(node.op_type, **attributes(node))
-    return {"Gemm": Gemm, "MatMul": Linear, "Conv": Conv, "ConvTranspose": ConvTranspose, "Range": Range}[
-        node.op_type](**attributes(node))
+    return {"Gemm": Gemm, "MatMul": Linear, "Gather": Gather, "Conv": Conv, "ConvTranspose": ConvTranspose,
+            "Range": Range}[node.op_type](**attributes(node))

@@ -48,8 +48,9 @@ def prepare(proto: onnx.ModelProto, *, take: bool = False) -> Prepared:
     """A rewritten deep copy ready for ConvertModel; take=True rewrites proto itself (the caller gives it up).
 
     External tensors (located by external_data.locate_external_data) are read into the graph, except the weights
-    and biases of Conv, ConvTranspose, Gemm and MatMul by a weight matrix, which go straight from their file into
-    `weights`: the converter never sees them, so there is never a second copy of them in the graph.
+    and biases of Conv, ConvTranspose, Gemm and MatMul by a weight matrix, and the tables Gather reads from, which
+    go straight from their file into `weights`: the converter never sees them, so there is never a second copy of
+    them in the graph.
     """
     prepared = proto if take else copy.deepcopy(proto)  # conversion mutates its input (it fuses MatMul+Add)
     graph = prepared.graph
@@ -109,6 +110,8 @@ def _weight_positions(node: onnx.NodeProto, op_type: str, initializers: dict) ->
         return (1, 2)
     if op_type == "MatMul" and _by_a_weight_matrix(node, initializers):
         return (1, 2)  # 2: the bias of the Add folded into it (_fold_bias_add)
+    if op_type == "Gather":
+        return (0,)  # the table: an embedding's weights
     return ()
 
 
@@ -288,6 +291,8 @@ def _needs_runtime_weights(node: onnx.NodeProto, weights: set[str]) -> bool:
         return True
     if node.op_type == "MatMul":
         return len(node.input) > 1 and node.input[1] in weights
+    if node.op_type == "Gather":
+        return node.input[0] in weights
     if node.op_type in ("AveragePool", "MaxPool", "LpPool"):
         return _pool_beyond_torch(node)
     return node.op_type == "Range"  # its converter cannot take 0-d tensors as bounds
