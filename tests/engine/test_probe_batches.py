@@ -12,7 +12,7 @@ from gradaudit.options import AuditOptions
 from tests.engine.conftest import export_onnx, mlp, token_network
 from worker.engine import audit_network
 from worker.engine.activation_stats import (Recorder, activation_statistics, activation_sums, flat_entries,
-                                            grad_statistics, grad_sums)
+                                            grad_statistics, grad_sums, moved_at_once)
 from worker.engine.sample_rows import SampleRows, sample_view
 
 
@@ -135,3 +135,10 @@ def test_a_nan_the_sample_misses_still_makes_the_mean_unknown():
     values[100] = float("nan")  # far from the sample's runs
     _, mean, std, _, _ = activation_row(values, "Relu")
     assert math.isnan(mean) and math.isnan(std)
+
+
+def test_an_accelerators_values_are_unpacked_from_one_transfer_in_order():
+    tensors = [torch.tensor(1.5, dtype=torch.float64), torch.tensor(-2.0), torch.tensor(7)]
+    rows = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=torch.float64)
+    assert moved_at_once(tensors, rows) == ([1.5, -2.0, 7.0], [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    assert moved_at_once([], rows[:0]) == ([], [])

@@ -201,15 +201,21 @@ def _on_host(scalars: list[Scalar], totals: list[torch.Tensor]) -> tuple[list[fl
     transfer; on CPU each scalar is read."""
     tensors = [value for value in scalars if isinstance(value, torch.Tensor)]
     rows = torch.cat(totals) if totals else torch.zeros(0, len(TOTALS), dtype=torch.float64)
-    device = (tensors[0] if tensors else rows).device
-    if device.type == "cpu":
-        read, host_rows = (t.item() for t in tensors), rows.tolist()
+    if (tensors[0] if tensors else rows).device.type == "cpu":
+        values, host_rows = [t.item() for t in tensors], rows.tolist()
     else:
-        stacked = [torch.stack(tensors).double()] if tensors else []  # stack promotes the mixed dtypes
-        moved = torch.cat(stacked + [rows.flatten().to(device)]).cpu().tolist()
-        read = iter(moved[:len(tensors)])
-        host_rows = [moved[n:n + len(TOTALS)] for n in range(len(tensors), len(moved), len(TOTALS))]
+        values, host_rows = moved_at_once(tensors, rows)
+    read = iter(values)
     return [float(next(read)) if isinstance(value, torch.Tensor) else float(value) for value in scalars], host_rows
+
+
+def moved_at_once(tensors: list[torch.Tensor], rows: torch.Tensor) -> tuple[list[float], list[list[float]]]:
+    """0-d tensors of any dtype and the (n, len(TOTALS)) rows, all on one device, as host numbers: one transfer."""
+    device = tensors[0].device if tensors else rows.device
+    stacked = [torch.stack(tensors).double()] if tensors else []  # stack promotes the mixed dtypes
+    moved = torch.cat(stacked + [rows.to(device, torch.float64).flatten()]).cpu().tolist()
+    width = len(TOTALS)
+    return moved[:len(tensors)], [moved[n:n + width] for n in range(len(tensors), len(moved), width)]
 
 
 def _named(values: list[float], totals: list[list[float]], activation: Reduced, grad: Reduced | None) -> dict:
