@@ -218,3 +218,18 @@ def test_a_gathered_table_is_a_parameter_the_graph_never_holds(axis, indices):
     np.testing.assert_array_equal(output.detach().numpy(), expected)
     output.sum().backward()
     assert next(converted.module.parameters()).grad.abs().sum() > 0
+
+
+def test_normalizations_reading_one_scale_and_bias_get_a_parameter_each():
+    # The dynamo exporter's optimizer stores a fresh network's equal LayerNorm ones and zeros once.
+    nodes = [helper.make_node("LayerNormalization", ["x", "scale", "bias"], ["h"], name="norm1"),
+             helper.make_node("LayerNormalization", ["h", "scale", "bias"], ["y"], name="norm2")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        [numpy_helper.from_array(np.ones(4, np.float32), "scale"),
+         numpy_helper.from_array(np.zeros(4, np.float32), "bias")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    _agrees_with_reference(proto, {"x": _array(2, 4)})
+    module = convert_onnx(proto).module
+    assert sum(p.numel() for p in module.parameters()) == 16

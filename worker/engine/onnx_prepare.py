@@ -31,6 +31,8 @@ _DEFAULT_DOMAINS = ("", "ai.onnx")
 # Ops left to our own modules, which read weight and bias (inputs 1 and 2) as run-time inputs (MatMul: when
 # input 1 is a weight matrix).
 RUNTIME_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Their inputs after the first (scale, bias, statistics) belong to one layer: no network ties them on purpose.
+_NORMALIZATION_OPS = ("LayerNormalization", "BatchNormalization", "InstanceNormalization", "GroupNormalization")
 FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
 
 
@@ -329,10 +331,12 @@ def _fold_bias_add(matmul: onnx.NodeProto, add: onnx.NodeProto) -> None:
 
 
 def _untie_shared_initializers(graph: onnx.GraphProto, held: dict[str, onnx.NodeProto]) -> None:
-    """Give each held-out node its own copy of an initializer that an earlier node also reads.
+    """Give each held-out node, and each normalization's scale and bias, its own copy of an initializer that an
+    earlier node also reads.
 
-    Exporters store equal constant tensors once (every zero-initialised layer then reads the same one); as
-    weights of separate layers they are separate parameters, each with its own gradient.
+    Exporters store equal constant tensors once (every zero-initialised layer then reads the same one; the
+    dynamo exporter's optimizer has every fresh LayerNorm read the first one's ones and zeros); as weights of
+    separate layers they are separate parameters, each with its own gradient.
     """
     initializers = {t.name: t for t in graph.initializer}
     read = set()
@@ -340,7 +344,8 @@ def _untie_shared_initializers(graph: onnx.GraphProto, held: dict[str, onnx.Node
         for position, name in enumerate(node.input):
             if name not in initializers:
                 continue
-            if name in read and node.output[0] in held:
+            own_weight = node.output[0] in held or (node.op_type in _NORMALIZATION_OPS and position > 0)
+            if name in read and own_weight:
                 node.input[position] = add_initializer_copy(graph, initializers[name], f"{name}/{node.output[0]}")
             read.add(name)
 
