@@ -215,10 +215,16 @@ def print_row(row: dict) -> None:
           f"{'ok' if memory_ratio <= MEMORY_TARGET else 'MISS'}", flush=True)
 
 
+def _at_least_two(text: str) -> int:
+    if int(text) < 2:
+        raise argparse.ArgumentTypeError("at least 2 pairs: quartiles need two ratios")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=9, help="pairs of runs")
+    parser.add_argument("--repeats", type=_at_least_two, default=9, help="pairs of runs (quartiles need two)")
     parser.add_argument("--only", default="resnet50,transformer,lstm")
     parser.add_argument("--child", nargs=3, metavar=("PATH", "SHAPE", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()

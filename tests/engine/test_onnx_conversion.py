@@ -233,3 +233,18 @@ def test_normalizations_reading_one_scale_and_bias_get_a_parameter_each():
     _agrees_with_reference(proto, {"x": _array(2, 4)})
     module = convert_onnx(proto).module
     assert sum(p.numel() for p in module.parameters()) == 16
+
+
+def test_two_lookups_in_one_table_stay_one_parameter_with_both_gradients():
+    # Encoder and decoder sharing their embeddings: a tie the user made, kept.
+    table = _array(10, 4)
+    nodes = [helper.make_node("Gather", ["table", "a"], ["ea"], name="encoder_embedding"),
+             helper.make_node("Gather", ["table", "b"], ["eb"], name="decoder_embedding"),
+             helper.make_node("Add", ["ea", "eb"], ["y"], name="add")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(n, TensorProto.INT64, [3]) for n in ("a", "b")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])], [numpy_helper.from_array(table, "table")])
+    module = convert_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])).module
+    module(torch.tensor([1, 2, 3]), torch.tensor([1, 5, 6])).sum().backward()
+    (name, parameter), = module.named_parameters()
+    assert parameter.grad[1].tolist() == [2.0] * 4 and parameter.grad[5].tolist() == [1.0] * 4

@@ -157,3 +157,21 @@ def test_an_embedding_table_goes_from_the_file_to_a_parameter_without_entering_t
     assert network.module.get_parameter("_initializer_embedding_weight").shape == (1000, 32)
     with torch.no_grad():
         torch.testing.assert_close(network.module(tokens), _Embedded()(tokens), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_rows_gathered_at_constant_indices_are_folded_wherever_the_table_is_stored(tmp_path, external):
+    table = np.random.default_rng(0).standard_normal((100, 4)).astype(np.float32)
+    nodes = [onnx.helper.make_node("Gather", ["table", "rows_at"], ["rows"], name="pick"),
+             onnx.helper.make_node("Mul", ["x", "rows"], ["y"], name="mul")]
+    graph = onnx.helper.make_graph(
+        nodes, "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 4])],
+        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([3, 7]), "rows_at")])
+    path = tmp_path / "picked.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)]), str(path),
+              save_as_external_data=external, location="picked.bin", size_threshold=0)
+
+    network = load_onnx(path, tmp_path if external else None)
+
+    assert [(n, tuple(p.shape)) for n, p in network.module.named_parameters()] == [("_initializer_rows", (2, 4))]

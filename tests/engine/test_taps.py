@@ -201,3 +201,27 @@ def test_shape_arithmetic_is_not_a_layer(tmp_path):
     result = audit(path, input_shapes={"x": [8, 6]})
     assert [layer.kind for layer in result.layers] == ["Gemm", "Relu", "Div"]
     assert "shape arithmetic skipped" in result.setup["layer_outputs"]
+
+
+def test_a_node_computing_on_a_parameter_from_shapes_alone_is_a_layer(tmp_path):
+    # Learned position embeddings looked up at Range(Shape(tokens)), then scaled: no input's values, but a
+    # parameter's, and the gradient flows through them.
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Shape", ["tokens"], ["shape"], name="shape"),
+             helper.make_node("Gather", ["shape", "one"], ["length"], name="length", axis=0),
+             helper.make_node("Range", ["zero", "length", "one"], ["positions"], name="range"),
+             helper.make_node("Gather", ["position_table", "positions"], ["at"], name="position_embedding"),
+             helper.make_node("Mul", ["at", "two"], ["scaled"], name="scale"),
+             helper.make_node("Gather", ["token_table", "tokens"], ["te"], name="token_embedding"),
+             helper.make_node("Add", ["te", "scaled"], ["y"], name="add")]
+    initializers = [numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "position_table"),
+                    numpy_helper.from_array(rng.standard_normal((20, 4)).astype(np.float32), "token_table"),
+                    numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+                    numpy_helper.from_array(np.array(1), "one"), numpy_helper.from_array(np.array(0), "zero")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("tokens", TensorProto.INT64, [2, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, 4])], initializers)
+    path = tmp_path / "positions.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    result = audit(path)
+    assert [layer.name for layer in result.layers] == ["position_embedding", "scale", "token_embedding", "add"]

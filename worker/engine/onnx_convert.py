@@ -71,20 +71,22 @@ def convert_onnx(proto: onnx.ModelProto, *, take: bool = False) -> ConvertedNetw
     promoted |= _promote_read_initializers(module, graph, exclude=prepared.recurrent_states,
                                            weights=_weight_inputs(graph, prepared.runtime_nodes))
     _drop_unread_buffers(module, graph)
-    on_data = _nodes_reading_data(graph)
+    on_data = _nodes_reading_data(graph, parameters=set(promoted))
     nodes = [NodeInfo(n.name, n.op_type, depth, module.mapping[n.output[0]], n.op_type in LAYOUT_OPS,
                       reads_data=n.name in on_data) for depth, n in enumerate(graph.node)]
     module.onnx_model = _without_initializers(module.onnx_model)
     return ConvertedNetwork(module.eval(), nodes, promoted, caught)
 
 
-def _nodes_reading_data(graph: onnx.GraphProto) -> set[str]:
-    """Names of the nodes whose output depends on the values of a graph input, not only on shapes and constants.
+def _nodes_reading_data(graph: onnx.GraphProto, parameters: set[str]) -> set[str]:
+    """Names of the nodes whose output depends on the values of a graph input or a parameter, not only on shapes
+    and constants.
 
     The others are shape arithmetic, like the scale sqrt(head size) an exporter computes from Shape at run time:
     the report has nothing to say of them. Nodes with subgraphs count as reading data, whatever they read.
     """
     carrying = {value.name for value in graph.input} - {tensor.name for tensor in graph.initializer}
+    carrying |= parameters
     reading = set()
     for node in graph.node:
         has_subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)

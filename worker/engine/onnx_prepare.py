@@ -97,23 +97,26 @@ def _own_op_type(node: onnx.NodeProto) -> str:
 def _runtime_weights(graph: onnx.GraphProto, op_type: Callable[[onnx.NodeProto], str]) -> set[str]:
     """Float initializers read only as weights or biases of nodes our own modules run (_weight_positions)."""
     initializers = {t.name: t for t in graph.initializer}
+    constants = set(initializers) | {name for node in graph.node if node.op_type == "Constant" for name in node.output}
     as_weight, elsewhere = set(), {o.name for o in graph.output} | set(names_read_by_subgraphs(graph))
     for node in graph.node:
-        positions = _weight_positions(node, op_type(node), initializers)
+        positions = _weight_positions(node, op_type(node), initializers, constants)
         for position, name in enumerate(node.input):
             (as_weight if position in positions else elsewhere).add(name)
     return {name for name in as_weight - elsewhere
             if name in initializers and initializers[name].data_type in FLOAT_TYPES}
 
 
-def _weight_positions(node: onnx.NodeProto, op_type: str, initializers: dict) -> tuple[int, ...]:
+def _weight_positions(node: onnx.NodeProto, op_type: str, initializers: dict, constants: set[str]) -> tuple[int, ...]:
     """The inputs our module for this node reads as weight and bias; () for nodes left to onnx2pytorch."""
     if op_type in ("Conv", "ConvTranspose", "Gemm"):
         return (1, 2)
     if op_type == "MatMul" and _by_a_weight_matrix(node, initializers):
         return (1, 2)  # 2: the bias of the Add folded into it (_fold_bias_add)
-    if op_type == "Gather":
-        return (0,)  # the table: an embedding's weights
+    if op_type == "Gather" and node.input[1] not in constants:
+        # An embedding: a table looked up at indices the network computes. Constant indices are a constant
+        # slice, which folding makes a tensor of its own whether the table is stored inline or in a file.
+        return (0,)
     return ()
 
 
@@ -331,8 +334,8 @@ def _fold_bias_add(matmul: onnx.NodeProto, add: onnx.NodeProto) -> None:
 
 
 def _untie_shared_initializers(graph: onnx.GraphProto, held: dict[str, onnx.NodeProto]) -> None:
-    """Give each held-out node, and each normalization's scale and bias, its own copy of an initializer that an
-    earlier node also reads.
+    """Give each held-out node but Gather, and each normalization's scale and bias, its own copy of an
+    initializer that an earlier node also reads.
 
     Exporters store equal constant tensors once (every zero-initialised layer then reads the same one; the
     dynamo exporter's optimizer has every fresh LayerNorm read the first one's ones and zeros); as weights of
@@ -344,10 +347,16 @@ def _untie_shared_initializers(graph: onnx.GraphProto, held: dict[str, onnx.Node
         for position, name in enumerate(node.input):
             if name not in initializers:
                 continue
-            own_weight = node.output[0] in held or (node.op_type in _NORMALIZATION_OPS and position > 0)
+            own_weight = _held_with_own_weights(node, held) or (node.op_type in _NORMALIZATION_OPS and position > 0)
             if name in read and own_weight:
                 node.input[position] = add_initializer_copy(graph, initializers[name], f"{name}/{node.output[0]}")
             read.add(name)
+
+
+def _held_with_own_weights(node: onnx.NodeProto, held: dict[str, onnx.NodeProto]) -> bool:
+    # Not Gather: two lookups in one table are a tie the user made (shared encoder and decoder embeddings),
+    # never an exporter storing equal tables once.
+    return node.output[0] in held and held[node.output[0]].op_type != "Gather"
 
 
 def _linear_layout(graph: onnx.GraphProto, held: dict[str, onnx.NodeProto], weights: set[str]) -> set[str]:
