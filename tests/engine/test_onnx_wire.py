@@ -175,3 +175,22 @@ def test_rows_gathered_at_constant_indices_are_folded_wherever_the_table_is_stor
     network = load_onnx(path, tmp_path if external else None)
 
     assert [(n, tuple(p.shape)) for n, p in network.module.named_parameters()] == [("_initializer_rows", (2, 4))]
+
+
+def test_a_weight_an_unfolded_export_transposes_goes_from_the_file_to_a_parameter(tmp_path):
+    path = export_onnx(_Projection().eval(), torch.randn(2, 5, 48), tmp_path / "unfolded.onnx",
+                       do_constant_folding=False)
+    assert "Transpose" in [n.op_type for n in onnx.load(str(path)).graph.node]
+    proto = read_without_weights(path)
+    locate_external_data(proto, None, own_file=path)
+
+    prepared = prepare(proto, take=True)
+
+    assert not {t.name for t in prepared.proto.graph.initializer}  # weights and biases all went to tensors
+    assert "Transpose" not in [n.op_type for n in prepared.proto.graph.node]
+    # Taken as stored, (out, in): not folded into a transposed copy under the Transpose's output name.
+    assert [tuple(prepared.weights[name].shape) for name in ("inner.weight", "outer.weight")] == [(64, 48), (24, 64)]
+    network = load_onnx(path)
+    x = torch.randn(2, 5, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(network.module(x), _Projection()(x), rtol=1e-5, atol=1e-6)

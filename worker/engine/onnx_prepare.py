@@ -60,19 +60,52 @@ def prepare(proto: onnx.ModelProto, *, take: bool = False) -> Prepared:
     _initializer_outputs_from_nodes(graph)
     initializers_for_identities(graph)
     drop_unused_initializers(graph)  # before loading: one read only through an Identity now has its own copy
+    stored_out_in = _matmul_by_weights_as_stored(graph)
     _load_external_tensors(graph, keep=_runtime_weights(graph, _own_op_type))
     fold_constants(graph, _opsets(prepared))
     refuse_unsupported(graph)  # after folding: an op only used to build weights no longer matters
     states = _route_initializers(graph, _recurrent_state_inputs)
     _route_initializers(graph, _matmul_inputs_not_a_weight)
     drop_unused_initializers(graph)
-    held = _hold_out_runtime_weight_nodes(graph)
+    held = _hold_out_runtime_weight_nodes(graph, stored_out_in)
     _untie_shared_initializers(graph, held)
     runtime = _runtime_weights(graph, lambda node: _own_op_type(held.get(node.output[0], node)))
-    weights = _take_initializers(graph, runtime, transposed=_linear_layout(graph, held, runtime))
+    weights = _take_initializers(graph, runtime, transposed=_linear_layout(graph, held, runtime) - stored_out_in)
     _load_external_tensors(graph, keep=set())  # anything the rewrites left in its file
     _fold_gemm_scales(graph, held, weights)
     return Prepared(prepared, states, held, weights)
+
+
+def _matmul_by_weights_as_stored(graph: onnx.GraphProto) -> set[str]:
+    """Turn MatMul(x, Transpose(W)) into MatMul(x, W) where the Transpose serves that MatMul alone; return those
+    Ws, which are already stored (out, in) as torch's Linear wants them.
+
+    An export without constant folding writes nn.Linear on a 3-D input so. Folding the Transpose would read W
+    into the graph and copy it; this way W goes from its file into a parameter like any other weight matrix.
+    """
+    initializers = {t.name: t for t in graph.initializer}
+    readers = Counter(name for node in graph.node for name in node.input)
+    readers.update(names_read_by_subgraphs(graph))
+    readers.update(o.name for o in graph.output)
+    transposes = {node.output[0]: node for node in graph.node if _transposes_a_weight_matrix(node, initializers)}
+    stored, dropped = set(), set()
+    for node in graph.node:
+        transpose = transposes.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) > 1 else None
+        if (transpose is None or node.input[0] in initializers or readers[transpose.output[0]] != 1
+                or readers[transpose.input[0]] != 1):
+            continue
+        node.input[1] = transpose.input[0]
+        stored.add(transpose.input[0])
+        dropped.add(transpose.output[0])
+    if dropped:
+        _set_nodes(graph, [n for n in graph.node if n.op_type != "Transpose" or n.output[0] not in dropped])
+    return stored
+
+
+def _transposes_a_weight_matrix(node: onnx.NodeProto, initializers: dict) -> bool:
+    weight = initializers.get(node.input[0]) if node.op_type == "Transpose" else None
+    return (weight is not None and len(weight.dims) == 2 and weight.data_type in FLOAT_TYPES
+            and attributes(node).get("perm", [1, 0]) == [1, 0])
 
 
 def _initializer_outputs_from_nodes(graph: onnx.GraphProto) -> None:
@@ -264,11 +297,11 @@ def _route_initializers(graph: onnx.GraphProto, positions) -> set[str]:
     return routed
 
 
-def _hold_out_runtime_weight_nodes(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+def _hold_out_runtime_weight_nodes(graph: onnx.GraphProto, stored_out_in: set[str]) -> dict[str, onnx.NodeProto]:
     """Turn nodes onnx2pytorch cannot convert faithfully into placeholders; return the originals by output."""
     initializers = {t.name for t in graph.initializer}
     weights = _runtime_weights(graph, _own_op_type)
-    bias_adds = _bias_adds(graph, weights)
+    bias_adds = _bias_adds(graph, weights, stored_out_in)
     adds = {node.output[0]: node for node in graph.node if node.output[0] in bias_adds.values()}
     held, nodes = {}, []
     for node in graph.node:
@@ -303,7 +336,7 @@ def _needs_runtime_weights(node: onnx.NodeProto, weights: set[str]) -> bool:
     return node.op_type == "Range"  # its converter cannot take 0-d tensors as bounds
 
 
-def _bias_adds(graph: onnx.GraphProto, weights: set[str]) -> dict[str, str]:
+def _bias_adds(graph: onnx.GraphProto, weights: set[str], stored_out_in: set[str]) -> dict[str, str]:
     """MatMul output -> output of the Add that alone reads it and adds a bias vector: x @ W + b is one layer.
 
     As onnx2pytorch makes them one Linear, and as the network's author wrote them: the exporters split
@@ -312,7 +345,7 @@ def _bias_adds(graph: onnx.GraphProto, weights: set[str]) -> dict[str, str]:
     initializers = {t.name: t for t in graph.initializer}
     readers = Counter(name for node in _all_nodes(graph) for name in node.input)
     outputs = {o.name for o in graph.output}
-    products = {node.output[0]: initializers[node.input[1]] for node in graph.node
+    products = {node.output[0]: node.input[1] for node in graph.node
                 if node.op_type == "MatMul" and len(node.input) > 1 and node.input[1] in weights}
     folded = {}
     for node in graph.node:
@@ -322,7 +355,8 @@ def _bias_adds(graph: onnx.GraphProto, weights: set[str]) -> dict[str, str]:
         bias = initializers.get(other)
         if product not in products or readers[product] != 1 or product in outputs or bias is None:
             continue
-        out = products[product].dims[1]
+        weight = products[product]
+        out = initializers[weight].dims[0 if weight in stored_out_in else 1]
         if list(bias.dims) in ([out], [1, out]) and bias.data_type in FLOAT_TYPES:  # what F.linear broadcasts alike
             folded[product] = node.output[0]
     return folded
