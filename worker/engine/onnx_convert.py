@@ -17,7 +17,8 @@ from onnx2pytorch.convert.operations import get_buffer_name
 from worker.engine.errors import AuditError, one_line
 from worker.engine.load import NodeInfo
 from worker.engine.onnx_ops import runtime_module
-from worker.engine.onnx_prepare import FLOAT_TYPES, RUNTIME_WEIGHT_OPS, names_read_by_subgraphs, prepare
+from worker.engine.onnx_prepare import (FLOAT_TYPES, RUNTIME_WEIGHT_OPS, graph_inputs, names_read_by_subgraphs,
+                                       nodes_fed_by, prepare)
 
 # Ops whose output is a shape: what follows from them alone is shape arithmetic.
 SHAPE_OPS = frozenset({"Shape", "Size"})
@@ -85,15 +86,7 @@ def _nodes_reading_data(graph: onnx.GraphProto, parameters: set[str]) -> set[str
     The others are shape arithmetic, like the scale sqrt(head size) an exporter computes from Shape at run time:
     the report has nothing to say of them. Nodes with subgraphs count as reading data, whatever they read.
     """
-    carrying = {value.name for value in graph.input} - {tensor.name for tensor in graph.initializer}
-    carrying |= parameters
-    reading = set()
-    for node in graph.node:
-        has_subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
-        if node.op_type not in SHAPE_OPS and (has_subgraph or carrying.intersection(node.input)):
-            reading.add(node.name)
-            carrying.update(node.output)
-    return reading
+    return {node.name for node in nodes_fed_by(graph, graph_inputs(graph) | parameters, not_through=SHAPE_OPS)}
 
 
 def _without_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:

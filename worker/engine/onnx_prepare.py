@@ -84,9 +84,7 @@ def _matmul_by_weights_as_stored(graph: onnx.GraphProto) -> set[str]:
     into the graph and copy it; this way W goes from its file into a parameter like any other weight matrix.
     """
     initializers = {t.name: t for t in graph.initializer}
-    readers = Counter(name for node in graph.node for name in node.input)
-    readers.update(names_read_by_subgraphs(graph))
-    readers.update(o.name for o in graph.output)
+    readers = _readers(graph)
     transposes = {node.output[0]: node for node in graph.node if _transposes_a_weight_matrix(node, initializers)}
     stored, dropped = set(), set()
     for node in graph.node:
@@ -211,7 +209,7 @@ def refuse_unsupported(graph: onnx.GraphProto, *, computing_only: bool = False) 
     computing_only: look only at nodes that depend on the graph's inputs, before folding (which removes the
     rest) has read any weights, so a network that can never convert is refused before anything else runs.
     """
-    nodes = _input_dependent_nodes(graph) if computing_only else list(graph.node)
+    nodes = nodes_fed_by(graph, graph_inputs(graph)) if computing_only else list(graph.node)
     for node in [inner for node in nodes for inner in [node, *_nodes_in_bodies(node)]]:
         if node.domain not in _DEFAULT_DOMAINS:
             raise AuditError("unsupported_operator",
@@ -222,16 +220,30 @@ def refuse_unsupported(graph: onnx.GraphProto, *, computing_only: bool = False) 
                              f"operator '{node.op_type}' is not supported by the ONNX-to-torch converter")
 
 
-def _input_dependent_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
-    """Nodes that read, directly or through others, a graph input that is not an initializer (and nodes with
-    subgraphs, which folding leaves alone)."""
-    live = {value.name for value in graph.input} - {t.name for t in graph.initializer}
-    nodes = []
+def graph_inputs(graph: onnx.GraphProto) -> set[str]:
+    """The names of the inputs a caller feeds: graph.input less the initializers listed there (IR < 4)."""
+    return {value.name for value in graph.input} - {t.name for t in graph.initializer}
+
+
+def nodes_fed_by(graph: onnx.GraphProto, sources: set[str], *,
+                 not_through: Collection[str] = ()) -> list[onnx.NodeProto]:
+    """Nodes that read one of `sources` directly or through other such nodes, and every node with a subgraph
+    (folding leaves those alone); nodes of a type in not_through are neither included nor followed."""
+    live, nodes = set(sources), []
     for node in graph.node:
+        if node.op_type in not_through:
+            continue
         if any(name in live for name in node.input) or any(True for _ in _nodes_in_bodies(node)):
             live.update(node.output)
             nodes.append(node)
     return nodes
+
+
+def _readers(graph: onnx.GraphProto) -> Counter:
+    """How many times each name is read: by nodes, by nodes in their bodies, and as a graph output."""
+    readers = Counter(name for node in _all_nodes(graph) for name in node.input)
+    readers.update(output.name for output in graph.output)
+    return readers
 
 
 def _all_nodes(graph: onnx.GraphProto):
@@ -343,8 +355,7 @@ def _bias_adds(graph: onnx.GraphProto, weights: set[str], stored_out_in: set[str
     nn.Linear on inputs of three or more dimensions into MatMul and Add.
     """
     initializers = {t.name: t for t in graph.initializer}
-    readers = Counter(name for node in _all_nodes(graph) for name in node.input)
-    outputs = {o.name for o in graph.output}
+    readers = _readers(graph)
     products = {node.output[0]: node.input[1] for node in graph.node
                 if node.op_type == "MatMul" and len(node.input) > 1 and node.input[1] in weights}
     folded = {}
@@ -353,7 +364,7 @@ def _bias_adds(graph: onnx.GraphProto, weights: set[str], stored_out_in: set[str
             continue
         product, other = node.input if node.input[0] in products else reversed(node.input)
         bias = initializers.get(other)
-        if product not in products or readers[product] != 1 or product in outputs or bias is None:
+        if product not in products or readers[product] != 1 or bias is None:
             continue
         weight = products[product]
         out = initializers[weight].dims[0 if weight in stored_out_in else 1]
@@ -399,7 +410,7 @@ def _linear_layout(graph: onnx.GraphProto, held: dict[str, onnx.NodeProto], weig
 
     Weight facts read fan-in from the layout; a weight stored (in, out) would look like another network.
     """
-    readers = Counter(name for node in graph.node for name in node.input)
+    readers = _readers(graph)
     transposed = set()
     for node in graph.node:
         original = held.get(node.output[0])
@@ -419,7 +430,7 @@ def _linear_layout(graph: onnx.GraphProto, held: dict[str, onnx.NodeProto], weig
 def _fold_gemm_scales(graph: onnx.GraphProto, held: dict[str, onnx.NodeProto],
                       weights: dict[str, torch.Tensor]) -> None:
     """Fold a held-out Gemm's alpha into its weight and beta into its bias, in place, so weights show their scale."""
-    readers = Counter(name for node in graph.node for name in node.input)
+    readers = _readers(graph)
     for node in graph.node:
         original = held.get(node.output[0])
         if original is None or original.op_type != "Gemm":
