@@ -24,6 +24,7 @@ COPY worker ./worker
 COPY models ./models
 COPY migrations ./migrations
 COPY gradaudit ./gradaudit
+COPY cli ./cli
 
 FROM base AS api
 RUN pip install -r /tmp/requirements-api.txt

@@ -70,7 +70,7 @@ def get_report(audit_id: str):
         network = {"format": network_format(audit.artifact_format), "sha256": audit.artifact_sha256,
                    "parameters": audit.network_parameters, "layers": audit.network_layers}
         return build_report(audit_id=audit.id, network=network, setup=audit.setup,
-                            layers=[layer.with_probes() for layer in layers],
+                            layers=[layer.with_batch_rows() for layer in layers],
                             findings=audit.findings, verdict=audit.verdict)
 
 
@@ -80,7 +80,7 @@ def get_layers(audit_id: str):
     with services().sessions() as db_session:
         _finished(db_session, audit_id)
         layers = audit_rows.list_layers(db_session=db_session, audit_id=audit_id)
-        return {"id": audit_id, "layers": [layer_json(layer.with_probes()) for layer in layers]}
+        return {"id": audit_id, "layers": [layer_json(layer.with_batch_rows()) for layer in layers]}
 
 
 def _existing(db_session, audit_id: str):

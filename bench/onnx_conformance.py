@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worker.engine.errors import AuditError, one_line  # noqa: E402
-from worker.engine.onnx_convert import convert_onnx  # noqa: E402
+from gradaudit.errors import AuditError, one_line  # noqa: E402
+from worker.engine.onnx.convert import convert_onnx  # noqa: E402
 
 CASE_SECONDS = 30
 

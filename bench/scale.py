@@ -94,7 +94,7 @@ def measure_one(path: Path, shape: list[int], network_format: str) -> dict:
 
     from bench.memory import peak, reset_peak
     from gradaudit.options import AuditOptions
-    from worker.engine import audit_network
+    from worker.engine.audit import audit_network
 
     name = "x" if network_format == "onnx" else "input"
     options = AuditOptions(input_shapes={name: shape})

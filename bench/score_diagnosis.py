@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.baselines import autotrainer, sagemaker  # noqa: E402
 from tests.diagnosis.suite import cases, export  # noqa: E402
-from worker.engine import AuditError, audit_network  # noqa: E402
-from worker.engine.diagnose import FINDING_CODES  # noqa: E402
+from gradaudit.errors import AuditError  # noqa: E402
+from worker.engine.audit import audit_network  # noqa: E402
+from worker.diagnosis.diagnose import FINDING_CODES  # noqa: E402
 
 SCORED = ("gradaudit", "autotrainer", "sagemaker")
 BASELINE_CODES = {"autotrainer": {"vanishing_gradient", "exploding_gradient", "dead_relu"},

@@ -35,15 +35,15 @@ def build_report(
 
 
 def layer_json(layer: dict[str, Any]) -> dict[str, Any]:
-    """A layer of the report from its v1 fields plus `probes`, its per-batch rows (absent: not measured)."""
-    fields = {key: value for key, value in layer.items() if key != "probes"}
-    probes = layer.get("probes") or []
-    return {**fields, "output_grad": _output_grad(probes), "activation": _activation(probes)}
+    """A layer of the report from its v1 fields plus `batch_rows`, its per-batch rows (absent: not measured)."""
+    fields = {key: value for key, value in layer.items() if key != "batch_rows"}
+    batch_rows = layer.get("batch_rows") or []
+    return {**fields, "output_grad": _output_grad(batch_rows), "activation": _activation(batch_rows)}
 
 
-def _output_grad(probes: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _output_grad(batch_rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Norm as the root mean square of per-batch norms, mean |g| averaged, max |g| the largest, counts summed."""
-    reached = [row for row in probes if row.get("output_grad_zero_count") is not None]
+    reached = [row for row in batch_rows if row.get("output_grad_zero_count") is not None]
     if not reached:
         return None
     zeros = sum(row["output_grad_zero_count"] for row in reached)
@@ -58,18 +58,18 @@ def _output_grad(probes: list[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
-def _activation(probes: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _activation(batch_rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Mean, std (pooled), zero and saturated fractions over every element of every batch."""
-    if not probes:
+    if not batch_rows:
         return None
-    mean = _weighted(probes, "activation_mean")
-    squares = _weighted(probes, "activation_std", lambda row: row["activation_std"] ** 2 + row["activation_mean"] ** 2)
+    mean = _weighted(batch_rows, "activation_mean")
+    squares = _weighted(batch_rows, "activation_std", lambda row: row["activation_std"] ** 2 + row["activation_mean"] ** 2)
     return {
         "mean": mean,
         "std": math.sqrt(max(squares - mean ** 2, 0.0)) if None not in (mean, squares) else None,
-        "zero_fraction": _weighted(probes, "activation_zero_fraction"),
-        "saturated_fraction": _weighted(probes, "activation_saturated_fraction"),
-        "batches": [_batch(row, "activation_") for row in probes],
+        "zero_fraction": _weighted(batch_rows, "activation_zero_fraction"),
+        "saturated_fraction": _weighted(batch_rows, "activation_saturated_fraction"),
+        "batches": [_batch(row, "activation_") for row in batch_rows],
     }
 
 
@@ -78,12 +78,12 @@ def _batch(row: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {"batch": row["batch"], "seed": row["seed"], "numel": row["numel"], **values}
 
 
-def _weighted(probes: list[dict[str, Any]], key: str, value=None) -> float | None:
+def _weighted(batch_rows: list[dict[str, Any]], key: str, value=None) -> float | None:
     """The element-weighted mean of a per-batch value; None if any batch lacks it (not finite, not measured)."""
-    if any(row.get(key) is None or (value and row.get("activation_mean") is None) for row in probes):
+    if any(row.get(key) is None or (value and row.get("activation_mean") is None) for row in batch_rows):
         return None
     pick = value or (lambda row: row[key])
-    return sum(row["numel"] * pick(row) for row in probes) / sum(row["numel"] for row in probes)
+    return sum(row["numel"] * pick(row) for row in batch_rows) / sum(row["numel"] for row in batch_rows)
 
 
 def _rms(values: list[float | None]) -> float | None:

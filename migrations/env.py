@@ -1,4 +1,4 @@
-"""Alembic environment: the URL comes from the Config that gradaudit.migrate builds, never from a file."""
+"""Alembic environment: the URL comes from the Config that models.migrate builds, never from a file."""
 
 from alembic import context
 from sqlalchemy import pool

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from models.tables import Audit, AuditStatus, LayerProbe, LayerStat, as_utc, utcnow
+from models.tables import Audit, AuditStatus, LayerBatchRow, LayerRow, as_utc, utcnow
 
 QUEUED, RUNNING = AuditStatus.QUEUED.value, AuditStatus.RUNNING.value
 SUCCEEDED, FAILED = AuditStatus.SUCCEEDED.value, AuditStatus.FAILED.value
@@ -51,10 +51,10 @@ def list_audits(*, db_session: Session, limit: int, offset: int) -> tuple[list[A
     return list(page), total
 
 
-def list_layers(*, db_session: Session, audit_id: str) -> list[LayerStat]:
+def list_layers(*, db_session: Session, audit_id: str) -> list[LayerRow]:
     """The stored per-layer statistics of an audit, input side first, with their per-batch rows loaded."""
-    query = (select(LayerStat).where(LayerStat.audit_id == audit_id).order_by(LayerStat.depth, LayerStat.id)
-             .options(selectinload(LayerStat.probes)))
+    query = (select(LayerRow).where(LayerRow.audit_id == audit_id).order_by(LayerRow.depth, LayerRow.id)
+             .options(selectinload(LayerRow.batch_rows)))
     return list(db_session.scalars(query))
 
 
@@ -133,7 +133,7 @@ def succeed_audit(
 ) -> bool:
     """Store a finished audit's report and layer rows, if this worker still owns it.
 
-    A layer dict may carry `probes`, its per-batch rows (LayerProbe.PROBE_COLUMNS); they go to layer_probes.
+    A layer dict (a LayerRecord as plain data) may carry `batch_rows`; they go to layer_probes.
     """
     values = dict(
         status=SUCCEEDED,
@@ -153,10 +153,10 @@ def succeed_audit(
     return True
 
 
-def _layer_row(audit_id: str, layer: dict[str, Any]) -> LayerStat:
-    fields = {key: value for key, value in layer.items() if key != "probes"}
-    probes = [LayerProbe(audit_id=audit_id, depth=fields["depth"], **probe) for probe in layer.get("probes", ())]
-    return LayerStat(audit_id=audit_id, probes=probes, **fields)
+def _layer_row(audit_id: str, layer: dict[str, Any]) -> LayerRow:
+    fields = {key: value for key, value in layer.items() if key != "batch_rows"}
+    batch_rows = [LayerBatchRow(audit_id=audit_id, depth=fields["depth"], **row) for row in layer.get("batch_rows", ())]
+    return LayerRow(audit_id=audit_id, batch_rows=batch_rows, **fields)
 
 
 def fail_audit(*, db_session: Session, audit_id: str, code: str, detail: str, worker_id: str | None = None) -> bool:

@@ -1,4 +1,7 @@
-"""The tables: one row per audit, one per layer of an audited network, one per layer and probe batch."""
+"""The tables: one row per audit, one per layer of an audited network, one per layer and probe batch.
+
+The layer and batch-row columns are derived from gradaudit.schema's records; the migrations must match them
+(tests/migrations checks that autogenerate finds nothing to do)."""
 
 from __future__ import annotations
 
@@ -7,9 +10,13 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, DateTime, Float, ForeignKey, Integer, String, Text
+from typing import get_args, get_type_hints
+
+from sqlalchemy import (JSON, BigInteger, CheckConstraint, Column, DateTime, Float, ForeignKey, Integer, String, Table,
+                        Text)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from gradaudit.schema import BATCH_ROW_FIELDS, LAYER_FIELDS, BatchRow, LayerRecord
 from models.base import Base
 
 
@@ -72,81 +79,69 @@ class Audit(Base):
     findings: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     verdict: Mapped[str | None] = mapped_column(String(16))
 
-    layers: Mapped[list[LayerStat]] = relationship(
-        back_populates="audit", cascade="all, delete-orphan", order_by="LayerStat.depth"
+    layers: Mapped[list[LayerRow]] = relationship(
+        back_populates="audit", cascade="all, delete-orphan", order_by="LayerRow.depth"
     )
 
 
-class LayerStat(Base):
-    """Parameter-gradient statistics of one layer, as measured by one audit."""
+def _sql_columns(record: type, *, exclude: tuple[str, ...] = ()) -> list[Column]:
+    """One column per field of a schema record: its SQL type from the Python type, nullable where it may be None."""
+    columns = []
+    for name, hint in get_type_hints(record).items():
+        if name in exclude:
+            continue
+        nullable = type(None) in get_args(hint)
+        python_type = next((t for t in get_args(hint) if t is not type(None)), hint)
+        columns.append(Column(name, _NARROWER.get(name) or _SQL_TYPES[python_type](), nullable=nullable))
+    return columns
 
-    __tablename__ = "layer_stats"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    audit_id: Mapped[str] = mapped_column(ForeignKey("audits.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(Text)
-    kind: Mapped[str] = mapped_column(String(64))
-    depth: Mapped[int] = mapped_column(Integer)
-    parameters: Mapped[int] = mapped_column(BigInteger)
-    weight_norm: Mapped[float] = mapped_column(Float)
-    grad_norm: Mapped[float] = mapped_column(Float)
-    grad_mean_abs: Mapped[float] = mapped_column(Float)
-    grad_std: Mapped[float] = mapped_column(Float)
-    grad_max_abs: Mapped[float] = mapped_column(Float)
-    grad_zero_fraction: Mapped[float] = mapped_column(Float)
-    grad_nonfinite: Mapped[int] = mapped_column(BigInteger)
-    grad_to_weight: Mapped[float] = mapped_column(Float)
+_SQL_TYPES = {int: BigInteger, float: Float, str: Text}
+# Columns narrower than their Python type allows, as the first migrations created them.
+_NARROWER = {"kind": String(64), "depth": Integer(), "batch": Integer()}
+
+layer_table = Table(
+    "layer_stats", Base.metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("audit_id", ForeignKey("audits.id", ondelete="CASCADE"), index=True, nullable=False),
+    *_sql_columns(LayerRecord, exclude=("batch_rows",)),
+)
+batch_row_table = Table(
+    "layer_probes", Base.metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("audit_id", ForeignKey("audits.id", ondelete="CASCADE"), index=True, nullable=False),
+    Column("layer_id", ForeignKey("layer_stats.id", ondelete="CASCADE"), index=True, nullable=False),
+    Column("depth", Integer, nullable=False),
+    *_sql_columns(BatchRow),
+)
+
+
+class LayerRow(Base):
+    """A LayerRecord as stored: one layer of an audited network (table layer_stats, its name since v1)."""
+
+    __table__ = layer_table
 
     audit: Mapped[Audit] = relationship(back_populates="layers")
-    probes: Mapped[list[LayerProbe]] = relationship(
-        back_populates="layer", cascade="all, delete-orphan", order_by="LayerProbe.batch"
-    )
-
-    STAT_COLUMNS = (
-        "name", "kind", "depth", "parameters", "weight_norm", "grad_norm", "grad_mean_abs",
-        "grad_std", "grad_max_abs", "grad_zero_fraction", "grad_nonfinite", "grad_to_weight",
+    batch_rows: Mapped[list[LayerBatchRow]] = relationship(
+        back_populates="layer", cascade="all, delete-orphan", order_by="LayerBatchRow.batch"
     )
 
     def as_dict(self) -> dict[str, Any]:
-        """The layer as the report's JSON object."""
-        return {column: getattr(self, column) for column in self.STAT_COLUMNS}
+        """The layer's statistics as plain data."""
+        return {column: getattr(self, column) for column in LAYER_FIELDS}
 
-    def with_probes(self) -> dict[str, Any]:
-        """The layer's statistics and, under `probes`, its per-batch rows."""
-        return {**self.as_dict(), "probes": [probe.as_dict() for probe in self.probes]}
+    def with_batch_rows(self) -> dict[str, Any]:
+        """The layer as a LayerRecord's plain data: its statistics and its per-batch rows."""
+        return {**self.as_dict(), "batch_rows": [row.as_dict() for row in self.batch_rows]}
 
 
-class LayerProbe(Base):
-    """One layer's output and output-gradient statistics for one probe batch (None where not finite)."""
+class LayerBatchRow(Base):
+    """A BatchRow as stored: one layer's output statistics on one probe batch (table layer_probes)."""
 
-    __tablename__ = "layer_probes"
+    __table__ = batch_row_table
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    audit_id: Mapped[str] = mapped_column(ForeignKey("audits.id", ondelete="CASCADE"), index=True)
-    layer_id: Mapped[int] = mapped_column(ForeignKey("layer_stats.id", ondelete="CASCADE"), index=True)
-    depth: Mapped[int] = mapped_column(Integer)
-    batch: Mapped[int] = mapped_column(Integer)
-    seed: Mapped[int] = mapped_column(BigInteger)
-    numel: Mapped[int] = mapped_column(BigInteger)
-    activation_mean: Mapped[float | None] = mapped_column(Float)
-    activation_std: Mapped[float | None] = mapped_column(Float)
-    activation_zero_fraction: Mapped[float | None] = mapped_column(Float)
-    activation_saturated_fraction: Mapped[float | None] = mapped_column(Float)
-    output_grad_norm: Mapped[float | None] = mapped_column(Float)
-    output_grad_mean_abs: Mapped[float | None] = mapped_column(Float)
-    output_grad_max_abs: Mapped[float | None] = mapped_column(Float)
-    output_grad_zero_count: Mapped[int | None] = mapped_column(BigInteger)
-    output_grad_zero_fraction: Mapped[float | None] = mapped_column(Float)
-    output_grad_nonfinite: Mapped[int | None] = mapped_column(BigInteger)
-
-    layer: Mapped[LayerStat] = relationship(back_populates="probes")
-
-    PROBE_COLUMNS = (
-        "batch", "seed", "numel", "activation_mean", "activation_std", "activation_zero_fraction",
-        "activation_saturated_fraction", "output_grad_norm", "output_grad_mean_abs", "output_grad_max_abs",
-        "output_grad_zero_count", "output_grad_zero_fraction", "output_grad_nonfinite",
-    )
+    layer: Mapped[LayerRow] = relationship(back_populates="batch_rows")
 
     def as_dict(self) -> dict[str, Any]:
-        """The batch row as plain data, keyed like the engine's per-batch rows."""
-        return {column: getattr(self, column) for column in self.PROBE_COLUMNS}
+        """The batch row as plain data, keyed like the engine's BatchRow."""
+        return {column: getattr(self, column) for column in BATCH_ROW_FIELDS}

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from gradaudit.migrate import upgrade_database
+from models.migrate import upgrade_database
 from gradaudit.settings import Settings, load_settings
 
 REQUIRE_SERVICES = os.environ.get("GRADAUDIT_TEST_REQUIRE_SERVICES") == "1"

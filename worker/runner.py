@@ -5,22 +5,25 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from celery.exceptions import SoftTimeLimitExceeded
 
 from gradaudit.archives import ArchiveRefused, opened_network
 from gradaudit.options import AuditOptions
+from gradaudit.settings import Settings
 from models import audits as audit_rows
 from models.audits import Claim
 from worker.context import WorkerContext, owner_is_dead, worker_id
-from worker.engine.errors import AuditError
-from worker.engine.result import EngineResult
+from gradaudit.errors import AuditError
 from worker.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 
-RunEngine = Callable[..., EngineResult]
+if TYPE_CHECKING:
+    from worker.engine.audit import EngineResult  # torch: imported by the engine, not by the runner
+
+RunEngine = Callable[..., "EngineResult"]
 
 
 def execute_audit(audit_id: str, *, context: WorkerContext, run_engine: RunEngine) -> Claim:
@@ -61,13 +64,22 @@ def _job(audit_id: str, context: WorkerContext, db_session) -> dict:
 
 
 def _run(job: dict, run_engine: RunEngine, settings, audit_id: str) -> EngineResult | AuditError:
-    if not Path(job["path"]).exists():
+    return run_artifact(job["path"], job["network_format"], options=job["options"], inputs_path=job["inputs_path"],
+                        settings=settings, work_dir=settings.work_dir_for(audit_id), run_engine=run_engine)
+
+
+def run_artifact(path: Path, network_format: str, *, options: AuditOptions, inputs_path: Path | None,
+                 settings: Settings, work_dir: Path, run_engine: RunEngine) -> EngineResult | AuditError:
+    """Open a stored artifact (extracting an archive under work_dir) and run the engine on it; every failure
+    comes back as an AuditError with a stable code, never as an exception. The worker and `gradaudit audit`
+    both run audits through here."""
+    if not Path(path).exists():
         return AuditError("artifact_missing", "the uploaded file is no longer in the artifact store")
     try:
-        with opened_network(job["path"], job["network_format"], settings.work_dir_for(audit_id),
-                            max_total_bytes=settings.max_extracted_bytes) as (path, network_format, data_dir):
-            return run_engine(path, options=job["options"], device=settings.device, inputs_path=job["inputs_path"],
-                              network_format=network_format, external_data_dir=data_dir)
+        with opened_network(path, network_format, work_dir,
+                            max_total_bytes=settings.max_extracted_bytes) as (network_path, opened_format, data_dir):
+            return run_engine(network_path, options=options, device=settings.device, inputs_path=inputs_path,
+                              network_format=opened_format, external_data_dir=data_dir)
     except ArchiveRefused as refused:
         return AuditError(refused.code, refused.detail)
     except AuditError as refused:
@@ -77,7 +89,7 @@ def _run(job: dict, run_engine: RunEngine, settings, audit_id: str) -> EngineRes
     except MemoryError:
         return AuditError("out_of_memory", "the network did not fit in the worker's memory")
     except Exception:
-        log.exception("engine crashed on audit %s", job["path"])
+        log.exception("engine crashed on %s", path)
         return AuditError("internal_error", "the audit engine hit an unexpected error; it has been logged")
 
 

@@ -12,6 +12,6 @@ from worker.runner import execute_audit
 @shared_task(name=RUN_AUDIT, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_audit(audit_id: str) -> str:
     """Audit one uploaded network by id; returns what the claim decided."""
-    from worker.engine import audit_network  # torch loads here, in the worker process only
+    from worker.engine.audit import audit_network  # torch loads here, in the worker process only
 
     return execute_audit(audit_id, context=current_context(), run_engine=audit_network).value

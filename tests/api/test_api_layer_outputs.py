@@ -19,7 +19,7 @@ def batch(index: int, *, norm: float, mean: float, std: float, zeros: int) -> di
 
 
 RELU = {**LAYERS[0], "name": "1", "kind": "ReLU", "depth": 1, "parameters": 0,
-        "probes": [batch(0, norm=3.0, mean=1.0, std=1.0, zeros=50), batch(1, norm=4.0, mean=3.0, std=1.0, zeros=30)]}
+        "batch_rows": [batch(0, norm=3.0, mean=1.0, std=1.0, zeros=50), batch(1, norm=4.0, mean=3.0, std=1.0, zeros=30)]}
 
 
 @pytest.fixture

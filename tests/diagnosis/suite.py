@@ -19,7 +19,7 @@ from torch import nn
 
 from gradaudit.options import AuditOptions
 from tests.diagnosis import networks as n
-from worker.engine.detectors.flow import WARNING_DECADES
+from worker.diagnosis.flow import WARNING_DECADES
 
 GLOROT = "Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward neural networks"
 SAXE = "Saxe, McClelland & Ganguli 2014, Exact solutions to the nonlinear dynamics of learning in deep linear nets"

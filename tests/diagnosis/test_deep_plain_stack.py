@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.diagnosis.suite import export, he2016
-from worker.engine import audit_network
+from worker.engine.audit import audit_network
 
 
 def test_a_24_layer_plain_batchnorm_stack_is_a_deep_plain_stack(tmp_path):

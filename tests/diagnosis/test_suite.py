@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from tests.diagnosis.suite import cases, export, saturated_sigmoid_decay
-from worker.engine import audit_network
-from worker.engine.diagnose import FINDING_CODES, RECOMMENDATION_CODES
+from worker.engine.audit import audit_network
+from worker.diagnosis.diagnose import FINDING_CODES, RECOMMENDATION_CODES
 
 ONNX_SUBSET = ("glorot_sigmoid_d6", "zhang_unnormalised", "negative_bias_-3", "healthy_transformer",
                "pascanu_contracting", "symmetric_zero_relu")

@@ -7,7 +7,7 @@ from torch import nn
 
 from gradaudit.options import AuditOptions
 from tests.engine.conftest import export_onnx, save_torchscript
-from worker.engine import audit_network
+from worker.engine.audit import audit_network
 
 
 def _relu_mlp() -> nn.Sequential:

@@ -19,9 +19,9 @@ import onnxruntime
 import torch
 from torch import nn
 
-from worker.engine.errors import one_line
-from worker.engine.load import load_network
-from worker.engine.ort_check import max_abs_diff
+from gradaudit.errors import one_line
+from worker.engine.formats import load_network
+from worker.engine.onnx.parity import max_abs_diff
 
 OPSETS = tuple(range(13, 22))
 EXPORTERS = ("legacy", "dynamo")

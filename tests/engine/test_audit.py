@@ -12,7 +12,7 @@ import torch
 
 from gradaudit.options import AuditOptions
 from tests.engine.conftest import export_onnx, mlp, save_torchscript, token_network
-from worker.engine import audit_network
+from worker.engine.audit import audit_network
 
 
 def weight_layers(result) -> list:

@@ -9,19 +9,20 @@ import torch
 
 from gradaudit.options import AuditOptions
 from tests.engine.conftest import LogOfNegative, deep_sigmoid, export_onnx, save_torchscript
-from worker.engine import audit_network
-from worker.engine.diagnose import FINDING_CODES, RECOMMENDATION_CODES, diagnose, verdict
-from worker.engine.result import LayerStats
+from worker.engine.audit import audit_network
+from worker.diagnosis.diagnose import FINDING_CODES, RECOMMENDATION_CODES, diagnose, verdict
+from gradaudit.schema import LayerRecord
+from worker.diagnosis.facts import NetworkFacts
 
 
-def _layer(depth: int, grad_norm: float, parameters: int = 100) -> LayerStats:
-    return LayerStats(name=f"fc{depth}", kind="Linear", depth=depth, parameters=parameters, weight_norm=1.0,
+def _layer(depth: int, grad_norm: float, parameters: int = 100) -> LayerRecord:
+    return LayerRecord(name=f"fc{depth}", kind="Linear", depth=depth, parameters=parameters, weight_norm=1.0,
                       grad_norm=grad_norm, grad_mean_abs=0.0, grad_std=0.0, grad_max_abs=0.0,
                       grad_zero_fraction=0.0, grad_nonfinite=0, grad_to_weight=grad_norm)
 
 
 def _diagnose(layers, op_counts=None):
-    return diagnose(layers, loss_finite=True, op_counts=op_counts or {}, weight_nonfinite={})
+    return diagnose(NetworkFacts(layers=layers, op_counts=op_counts or {}))
 
 
 def _assert_well_formed(finding):

@@ -12,7 +12,9 @@ from onnx import TensorProto, helper
 
 from gradaudit.options import AuditOptions
 from tests.engine.conftest import export_onnx, mlp, save_torchscript
-from worker.engine import AuditError, audit_network, resolve_device
+from gradaudit.errors import AuditError
+from worker.engine.audit import audit_network
+from worker.engine.device import resolve_device
 
 
 def _code(path, **kwargs) -> AuditError:

@@ -10,13 +10,13 @@ import onnx
 import pytest
 import torch
 
-from gradaudit.local import audit_file
+from cli.local import audit_file
 from gradaudit.options import AuditOptions
 from gradaudit.settings import load_settings
 from tests.engine.conftest import export_onnx, mlp
-from worker.engine import audit_network
-from worker.engine.errors import AuditError
-from worker.engine.onnx_load import load_onnx
+from worker.engine.audit import audit_network
+from gradaudit.errors import AuditError
+from worker.engine.onnx import load_network as load_onnx
 
 OPTIONS = AuditOptions(input_shapes={"x": [4, 6]})
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gradaudit.options import AuditOptions
-from worker.engine import audit_network
+from worker.engine.audit import audit_network
 
 pytestmark = [
     pytest.mark.gpu,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.engine.conftest import cnn_bn, export_onnx, mlp, save_torchscript, token_network
-from worker.engine.load import load_network
+from worker.engine.formats import load_network
 
 
 def _summary(network):

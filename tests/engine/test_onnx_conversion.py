@@ -9,10 +9,10 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from worker.engine.errors import AuditError
-from worker.engine.onnx_convert import Concat, convert_onnx
-from worker.engine.onnx_ops import Gemm
-from worker.engine.ort_check import max_abs_diff, parity_setup, tolerance_for
+from gradaudit.errors import AuditError
+from worker.engine.onnx.convert import Concat, convert_onnx
+from worker.engine.onnx.ops import Gemm
+from worker.engine.onnx.parity import max_abs_diff, parity_setup, tolerance_for
 
 RNG = np.random.default_rng(0)
 

@@ -11,9 +11,9 @@ from torch import nn
 
 from gradaudit.options import AuditOptions
 from tests.engine.conftest import export_onnx
-from worker.engine import audit_network
-from worker.engine.errors import AuditError
-from worker.engine.ort_check import float64_disagreement, parity_setup
+from worker.engine.audit import audit_network
+from gradaudit.errors import AuditError
+from worker.engine.onnx.parity import float64_disagreement, parity_setup
 
 
 def _chaotic_tanh(depth: int = 24, width: int = 64, gain: float = 4.0) -> nn.Sequential:

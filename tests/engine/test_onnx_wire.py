@@ -10,11 +10,11 @@ from onnx import numpy_helper
 from torch import nn
 
 from tests.engine.conftest import export_onnx
-from worker.engine.errors import AuditError
-from worker.engine.external_data import external_tensors, load_into_proto, locate_external_data, read_array
-from worker.engine.onnx_load import load_onnx
-from worker.engine.onnx_prepare import prepare
-from worker.engine.onnx_wire import SMALLEST_LEFT_IN_FILE, read_without_weights
+from gradaudit.errors import AuditError
+from worker.engine.onnx.external_data import external_tensors, load_into_proto, locate_external_data, read_array
+from worker.engine.onnx import load_network as load_onnx
+from worker.engine.onnx.prepare import prepare
+from worker.engine.onnx.wire import SMALLEST_LEFT_IN_FILE, read_without_weights
 
 
 def _wide_cnn() -> nn.Sequential:
@@ -124,7 +124,7 @@ def test_a_weight_read_transposed_block_by_block_is_the_transpose(tmp_path, monk
     proto = read_without_weights(path)
     locate_external_data(proto, None, own_file=path)
     tensor = next(t for t in external_tensors(proto.graph) if list(t.dims) == [48, 64])
-    monkeypatch.setattr("worker.engine.external_data._BLOCK_BYTES", 5 * 64 * 4)  # 5 rows a block, 48 rows
+    monkeypatch.setattr("worker.engine.onnx.external_data._BLOCK_BYTES", 5 * 64 * 4)  # 5 rows a block, 48 rows
 
     transposed = read_array(tensor, transposed=True)
 

@@ -8,7 +8,7 @@ import onnx
 import pytest
 
 from gradaudit.options import AuditOptions
-from worker.engine import audit_network
+from worker.engine.audit import audit_network
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 

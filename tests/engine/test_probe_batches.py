@@ -10,8 +10,8 @@ import torch
 
 from gradaudit.options import AuditOptions
 from tests.engine.conftest import export_onnx, mlp, token_network
-from worker.engine import audit_network
-from worker.engine.activation_stats import (Recorder, activation_statistics, activation_sums, flat_entries,
+from worker.engine.audit import audit_network
+from worker.engine.output_stats import (Recorder, activation_statistics, activation_sums, flat_entries,
                                             grad_statistics, grad_sums, moved_at_once)
 from worker.engine.sample_rows import SampleRows, sample_view
 
@@ -23,7 +23,7 @@ def test_batches_and_seeds_are_recorded(mlp_onnx):
     assert setup["inputs"] == {"x": "standard normal"}
     assert len(setup["batch_losses"]) == 4 and setup["loss_value"] == pytest.approx(np.mean(setup["batch_losses"]))
     assert setup["parameter_gradients"].startswith("mean over the 4 batches")
-    assert all([row["seed"] for row in layer.probes] == [10, 11, 12, 13] for layer in result.layers)
+    assert all([row["seed"] for row in layer.batch_rows] == [10, 11, 12, 13] for layer in result.layers)
 
 
 def test_parameter_gradients_are_the_mean_over_batches(mlp_script):

@@ -15,14 +15,14 @@ from torch import nn
 
 from gradaudit.options import AuditOptions
 from tests.engine.conftest import cnn_bn, export_onnx, mlp, save_torchscript, token_network
-from worker.engine import audit_network
-from worker.engine import taps as taps_module
-from worker.engine.torchscript_taps import TapsUnavailable
+from worker.engine.audit import audit_network
+from worker.engine.torchscript import taps as taps_module
+from worker.engine.torchscript.tapping import TapsUnavailable
 
 
 def kinds(result) -> list[str]:
     """The kinds of the layers whose output was observed in every batch."""
-    return [s.kind for s in result.layers if len(s.probes) == result.setup["batches"]]
+    return [s.kind for s in result.layers if len(s.batch_rows) == result.setup["batches"]]
 
 
 def audit(path, **options):
@@ -65,8 +65,8 @@ def test_lstm_every_layer_seen_in_both_formats(tmp_path):
     from_script = audit(script_path, input_shapes={"tokens": [4, 5]})
     assert kinds(from_onnx) == ["Gather", "LSTM", "Gemm"]  # the Concat of shapes never carries floats
     assert kinds(from_script) == ["Embedding", "LSTM", "Linear"]
-    onnx_norms = [s.probes[0]["output_grad_norm"] for s in from_onnx.layers]
-    script_norms = [s.probes[0]["output_grad_norm"] for s in from_script.layers]
+    onnx_norms = [s.batch_rows[0]["output_grad_norm"] for s in from_onnx.layers]
+    script_norms = [s.batch_rows[0]["output_grad_norm"] for s in from_script.layers]
     assert onnx_norms == pytest.approx(script_norms, rel=1e-4)
 
 
@@ -74,7 +74,7 @@ def test_onnx_and_torchscript_give_the_same_output_grads_per_layer(mlp_onnx, mlp
     from_onnx = audit(mlp_onnx, input_shapes={"x": [8, 6]}, seed=3)
     from_script = audit(mlp_script, input_shapes={"input": [8, 6]}, seed=3)
     for onnx_layer, script_layer in zip(from_onnx.layers, from_script.layers, strict=True):
-        for onnx_row, script_row in zip(onnx_layer.probes, script_layer.probes, strict=True):
+        for onnx_row, script_row in zip(onnx_layer.batch_rows, script_layer.batch_rows, strict=True):
             for key in ("output_grad_norm", "output_grad_max_abs", "activation_mean", "activation_zero_fraction"):
                 assert onnx_row[key] == pytest.approx(script_row[key], rel=1e-4, abs=1e-7), (onnx_layer.name, key)
 
@@ -89,7 +89,7 @@ def test_last_layer_output_grad_is_the_hand_computed_loss_gradient(request, arti
         logits = mlp()(x)
     labels = torch.randint(0, 4, (8,), generator=torch.Generator().manual_seed(9))
     by_hand = (logits.softmax(dim=1) - F.one_hot(labels, 4)) / 8  # d mean cross-entropy / d logits
-    row = result.layers[-1].probes[0]
+    row = result.layers[-1].batch_rows[0]
     assert result.setup["loss"] == "cross_entropy" and result.setup["batches"] == 1
     assert row["output_grad_norm"] == pytest.approx(by_hand.norm().item(), rel=1e-5)
     assert row["output_grad_mean_abs"] == pytest.approx(by_hand.abs().mean().item(), rel=1e-5)
@@ -117,9 +117,9 @@ def test_saturated_sigmoid_and_dead_relu_show_in_activation_stats(tmp_path, fmt)
     result = audit(path, input_shapes={name: [32, 8]})
     sigmoid, relu = result.layers[1], result.layers[3]
     assert sigmoid.kind in ("Sigmoid",) and relu.kind in ("Relu", "ReLU")
-    assert all(row["activation_saturated_fraction"] > 0.95 for row in sigmoid.probes)
-    assert all(row["activation_zero_fraction"] == 1.0 for row in relu.probes)
-    assert relu.probes[0]["activation_saturated_fraction"] is None  # only Sigmoid/Tanh have a saturated region
+    assert all(row["activation_saturated_fraction"] > 0.95 for row in sigmoid.batch_rows)
+    assert all(row["activation_zero_fraction"] == 1.0 for row in relu.batch_rows)
+    assert relu.batch_rows[0]["activation_saturated_fraction"] is None  # only Sigmoid/Tanh have a saturated region
     assert "5.99 for Sigmoid" in result.setup["saturation"]
 
 
@@ -130,7 +130,7 @@ def test_rewrite_that_cannot_be_built_falls_back_to_parameter_statistics(monkeyp
     monkeypatch.setattr(taps_module, "Tapping", refuse)
     result = audit(mlp_script, input_shapes={"input": [8, 6]})
     assert result.setup["layer_outputs"] == "unavailable: forced for the test"
-    assert [s.name for s in result.layers] == ["0", "2", "4"] and all(not s.probes for s in result.layers)
+    assert [s.name for s in result.layers] == ["0", "2", "4"] and all(not s.batch_rows for s in result.layers)
     assert all(s.grad_norm > 0 for s in result.layers)
 
 
@@ -154,7 +154,7 @@ def test_nonfinite_output_grads_are_counted_and_json_safe(tmp_path):
     path = save_torchscript(LogOfNegative(), tmp_path / "nan.pt")
     result = audit(path, input_shapes={"x": [4, 4]})
     json.dumps(asdict(result), allow_nan=False)
-    first, last = (layer.probes[0] for layer in result.layers)
+    first, last = (layer.batch_rows[0] for layer in result.layers)
     assert first["activation_mean"] is not None and last["activation_mean"] is None  # log of negatives: NaN
     assert (first["output_grad_nonfinite"], last["output_grad_nonfinite"]) == (32, 12)  # every entry NaN
     assert first["output_grad_norm"] is None  # a norm over NaN entries is reported as not finite
@@ -163,7 +163,7 @@ def test_nonfinite_output_grads_are_counted_and_json_safe(tmp_path):
 def test_output_grad_counts_are_consistent(mlp_onnx):
     result = audit(mlp_onnx, input_shapes={"x": [8, 6]})
     relu = result.layers[1]
-    for row in relu.probes:
+    for row in relu.batch_rows:
         assert row["numel"] == 8 * 16
         assert row["output_grad_zero_fraction"] == pytest.approx(row["output_grad_zero_count"] / row["numel"])
         assert math.isfinite(row["activation_std"]) and row["activation_std"] >= 0
@@ -178,7 +178,7 @@ def test_the_report_built_from_an_engine_result_has_output_statistics(mlp_onnx):
                           verdict=result.verdict)
     json.dumps(report, allow_nan=False)
     relu = report["layers"][1]
-    assert "probes" not in relu and len(relu["output_grad"]["batches"]) == 3
+    assert "batch_rows" not in relu and len(relu["output_grad"]["batches"]) == 3
     assert 0 < relu["activation"]["zero_fraction"] < 1 and relu["output_grad"]["norm"] > 0
 
 

@@ -1,4 +1,4 @@
-"""worker.engine.torchscript_taps: the graph rewrite on its own, for traced and scripted networks."""
+"""worker.engine.torchscript.tapping: the graph rewrite on its own, for traced and scripted networks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from tests.engine.conftest import token_network
-from worker.engine.torchscript_taps import Tapping, TapsUnavailable
+from worker.engine.torchscript.tapping import Tapping, TapsUnavailable
 
 
 def reloaded(compiled: torch.jit.ScriptModule) -> torch.jit.ScriptModule:

@@ -1,4 +1,4 @@
-"""gradaudit.cli: shape parsing, help, and the commands that need no server."""
+"""cli.main: shape parsing, help, and the commands that need no server."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, inspect
 
-from gradaudit.cli import _gate, _options, _parse_shapes, main
+from cli.main import _gate, _options, _parse_shapes, main
 
 
 @pytest.mark.parametrize(("values", "expected"), [

@@ -1,4 +1,4 @@
-"""gradaudit.client against a real app served over HTTP on a local port."""
+"""cli.client against a real app served over HTTP on a local port."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from api import create_app
-from gradaudit.client import Client, ServiceError
+from cli.client import Client, ServiceError
 from models import audits as audit_rows
 
 

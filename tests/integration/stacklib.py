@@ -26,7 +26,7 @@ class WorkerProcess:
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gradaudit.cli", "worker", "--pool", "prefork"],
+            [sys.executable, "-m", "cli.main", "worker", "--pool", "prefork"],
             env=child_environment(settings), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 

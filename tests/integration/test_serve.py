@@ -18,7 +18,7 @@ from tests.integration.stacklib import mlp, save_onnx, save_torchscript
 
 pytestmark = pytest.mark.integration
 
-CLI = [sys.executable, "-m", "gradaudit.cli"]
+CLI = [sys.executable, "-m", "cli.main"]
 
 
 def _clean_environment() -> dict[str, str]:

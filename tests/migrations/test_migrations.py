@@ -9,7 +9,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
-from gradaudit.migrate import alembic_config, upgrade_database
+from models.migrate import alembic_config, upgrade_database
 from models.base import Base
 from models.database import make_engine
 

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from models import audits as audit_rows
 from models.audits import Claim
 from models.database import make_engine, make_session_factory
-from models.tables import Audit, LayerStat, as_utc, utcnow
+from models.tables import Audit, LayerRow, as_utc, utcnow
 
 STALE_AFTER = timedelta(seconds=30)
 RESULT = {"network": {"format": "onnx", "parameters": 10, "layers": 1},
@@ -356,7 +356,7 @@ def test_silent_audit_resent_lately_is_not_stale_again(db):
 def layer_count(db) -> int:
     """Every layer row in the database."""
     with db.sessions() as db_session:
-        return db_session.scalar(select(func.count()).select_from(LayerStat))
+        return db_session.scalar(select(func.count()).select_from(LayerRow))
 
 
 def finished_with_layers(db, count: int) -> str:

@@ -13,8 +13,8 @@ from gradaudit.options import AuditOptions
 from models import audits as audit_rows
 from models.audits import Claim
 from worker.context import build_context
-from worker.engine import audit_network
-from worker.engine.errors import AuditError
+from worker.engine.audit import audit_network
+from gradaudit.errors import AuditError
 from worker.runner import execute_audit
 
 

@@ -9,7 +9,7 @@ import torch
 
 from gradaudit.options import AuditOptions
 from worker.engine.inputs import build_inputs
-from worker.engine.load import InputSpec
+from worker.engine.network import InputSpec
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import re
 
 import torch
 
-from worker.engine.errors import AuditError
+from gradaudit.errors import AuditError
 
 
 def resolve_device(requested: str) -> str:

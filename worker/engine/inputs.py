@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from gradaudit.options import AuditOptions
-from worker.engine.errors import AuditError
-from worker.engine.load import InputSpec
+from gradaudit.errors import AuditError
+from worker.engine.network import InputSpec
 
 
 def build_inputs(specs: list[InputSpec], options: AuditOptions, inputs_path: Path | None = None) -> dict[str, torch.Tensor]:

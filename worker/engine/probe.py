@@ -8,32 +8,33 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from worker.engine.activation_stats import Recorder
-from worker.engine.errors import AuditError, one_line
+from worker.engine.output_stats import Recorder
+from gradaudit.errors import AuditError, one_line
 
 
 @dataclass(frozen=True)
-class Probe:
-    """What the first batch produced: the output tensor used and the loss actually applied."""
+class FirstOutput:
+    """What the first batch produced: the output tensor the loss was taken of, its position among the
+    network's outputs, and the loss actually applied."""
 
     output: torch.Tensor
-    output_index: int
+    index: int
     loss_name: str
 
 
 def run_probe(module: torch.nn.Module, forward: Callable, batches: list[list[torch.Tensor]], *, loss: str,
-              seeds: list[int], recorder: Recorder) -> Probe:
+              seeds: list[int], recorder: Recorder) -> FirstOutput:
     """Run every batch; parameter gradients end as their mean over the batches (the mean loss's gradient)."""
     module.zero_grad(set_to_none=True)
-    probes = []
+    outputs = []
     for inputs, seed in zip(batches, seeds):
         recorder.start_batch()
-        probes.append(_one_batch(forward, inputs, loss=loss, seed=seed, recorder=recorder))
+        outputs.append(_one_batch(forward, inputs, loss=loss, seed=seed, recorder=recorder))
     _average_gradients(module, len(batches))
-    return probes[0]
+    return outputs[0]
 
 
-def _one_batch(forward: Callable, inputs: list[torch.Tensor], *, loss: str, seed: int, recorder: Recorder) -> Probe:
+def _one_batch(forward: Callable, inputs: list[torch.Tensor], *, loss: str, seed: int, recorder: Recorder) -> FirstOutput:
     torch.manual_seed(seed)
     try:
         outputs = forward(*inputs)
@@ -46,7 +47,7 @@ def _one_batch(forward: Callable, inputs: list[torch.Tensor], *, loss: str, seed
         value.backward()
     except Exception as exc:
         raise AuditError("backward_failed", one_line(exc)) from None
-    return Probe(output.detach(), index, loss_name)
+    return FirstOutput(output.detach(), index, loss_name)
 
 
 def _average_gradients(module: torch.nn.Module, batches: int) -> None:

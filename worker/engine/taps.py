@@ -1,29 +1,19 @@
-"""Which layers the report lists, and how the probe sees each one's output: hooks (ONNX) or a graph rewrite
-(TorchScript). Layers now include parameter-free ones (ReLU, Sigmoid, Add, Concat, ...); layout-only ops,
-which move or relabel values without computing new ones, are not layers and are not tapped.
+"""Which layers the report lists, and how the probe sees each one's output. Each format adapter builds its
+Taps (hooks for ONNX, a graph rewrite for TorchScript); layers include parameter-free ones (ReLU, Sigmoid,
+Add, Concat, ...), while layout-only ops, which move or relabel values without computing new ones, are not
+layers and are not tapped.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 
-from worker.engine.activation_stats import Recorder
-from worker.engine.load import Layer, LoadedNetwork
-from worker.engine.torchscript_taps import Tapping, TapsUnavailable
-
-ONNX_LAYOUT_OPS = frozenset({
-    "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Shape", "Size", "Gather", "Cast",
-    "CastLike", "Constant", "ConstantOfShape", "Expand", "Range", "Slice", "Split", "Tile", "Dropout",
-})
-TORCHSCRIPT_LAYOUT_MODULES = frozenset({
-    "Identity", "Flatten", "Unflatten", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout",
-})
-
+from worker.engine.output_stats import Recorder
+from worker.engine.network import Layer, LoadedNetwork
 
 @dataclass
 class Taps:
@@ -34,6 +24,7 @@ class Taps:
     tapped: int = 0
     attach: Callable[[torch.nn.Module, Recorder], Callable] | None = None  # returns the forward to call
     detach: list = field(default_factory=list)
+    fallback: Taps | None = None  # what to probe with instead if running these taps fails (TorchScript)
 
     @contextmanager
     def forward(self, module: torch.nn.Module, recorder: Recorder) -> Iterator[Callable]:
@@ -47,33 +38,8 @@ class Taps:
             self.detach.clear()
 
 
-def taps_for(network: LoadedNetwork) -> Taps:
-    """The layers and taps of a loaded network, by format."""
-    if network.format == "onnx":
-        return onnx_taps(network)
-    return torchscript_taps(network)
-
-
-def onnx_taps(network: LoadedNetwork) -> Taps:
-    """Every node of the converted graph that computes on the data, except layout-only ones, plus every node
-    owning parameters; hooks on submodules."""
-    submodules = dict(network.module.named_modules())
-    owned = {layer.name: layer.parameter_names for layer in network.layers}
-    layers, targets = [], []
-    for node in network.nodes:
-        target = submodules.get(node.module_path)
-        skipped = node.layout_only or node.op_type in ONNX_LAYOUT_OPS or not node.reads_data
-        if node.name in owned or (target is not None and not skipped):
-            layers.append(Layer(node.name, node.op_type, len(layers), owned.get(node.name, [])))
-            targets.append(target)
-    taps = Taps(layers, "", tapped=sum(t is not None for t in targets))
-    taps.description = (f"forward hooks on {taps.tapped} converted ONNX nodes; layout-only ops and shape "
-                        f"arithmetic skipped")
-    taps.attach = lambda module, recorder: _hooked(module, targets, recorder, taps.detach)
-    return taps
-
-
-def _hooked(module: torch.nn.Module, targets: list, recorder: Recorder, handles: list) -> torch.nn.Module:
+def hooked(module: torch.nn.Module, targets: list, recorder: Recorder, handles: list) -> torch.nn.Module:
+    """Forward hooks on each target submodule that report its output to the recorder as layer `index`."""
     for index, target in enumerate(targets):
         if target is not None:
             handles.append(target.register_forward_hook(_observer(recorder, index)))
@@ -85,45 +51,6 @@ def _observer(recorder: Recorder, index: int) -> Callable:
         recorder.observe(index, output)
 
     return observe
-
-
-def torchscript_taps(network: LoadedNetwork) -> Taps:
-    """Module calls of a TorchScript network via the graph rewrite; parameter layers only if it fails."""
-    try:
-        tapping = Tapping(network.module)
-        layers, paths = _torchscript_layers(network, tapping)
-        run = tapping.forward(paths)
-    except TapsUnavailable as refused:
-        return Taps(list(network.layers), f"unavailable: {refused}")
-    taps = Taps(layers, "", tapped=sum(p in tapping.outputs for p in paths))
-    taps.description = (f"TorchScript graph rewritten to observe the outputs of {taps.tapped} module calls as they "
-                        "are produced, grouped by module scope; layout-only modules skipped")
-    taps.attach = lambda _module, recorder: functools.partial(run, recorder.observe)
-    return taps
-
-
-def _torchscript_layers(network: LoadedNetwork, tapping: Tapping) -> tuple[list[Layer], list[str]]:
-    owned = {_path_of(layer): layer.parameter_names for layer in network.layers}
-    layers, paths = [], []
-    for path, submodule in network.module.named_modules():
-        if path in owned or _parameter_free_call(path, submodule, tapping):
-            name = path or network.module.original_name
-            layers.append(Layer(name, submodule.original_name, len(layers), owned.get(path, [])))
-            paths.append(path)
-    return layers, paths
-
-
-def _path_of(layer: Layer) -> str:
-    # The top module's own parameters form a layer named after its class; only theirs have no dotted prefix.
-    return "" if "." not in layer.parameter_names[0] else layer.name
-
-
-def _parameter_free_call(path: str, submodule, tapping: Tapping) -> bool:
-    """A called module without parameters of its own whose output is not merely a child module's output."""
-    found = tapping.outputs.get(path)
-    if not path or found is None or submodule.original_name in TORCHSCRIPT_LAYOUT_MODULES:
-        return False
-    return found.producer == path
 
 
 def observed_layers(layers: list[Layer], probes: list[list[dict]]) -> tuple[list[Layer], list[list[dict]]]:

@@ -6,12 +6,12 @@ import torch
 
 from gradaudit.options import AuditOptions
 from worker.engine.batches import ProbeBatches
-from worker.engine.errors import AuditError, one_line
-from worker.engine.probe import Probe, make_loss, pick_output
+from gradaudit.errors import AuditError, one_line
+from worker.engine.probe import FirstOutput, make_loss, pick_output
 
 
 def train_briefly(module: torch.nn.Module, batches: ProbeBatches, options: AuditOptions,
-                  device: str) -> tuple[dict, Probe | None]:
+                  device: str) -> tuple[dict, FirstOutput | None]:
     """Update the module in place for options.train_steps steps. Returns what was done, for setup (empty if
     nothing), and the first step's output on batch 0 with the uploaded weights, for the onnxruntime parity."""
     if options.train_steps == 0:
@@ -43,7 +43,7 @@ def _step(module, optimizer, batches: ProbeBatches, step: int, loss: str, device
         position, output = pick_output(module(*[t.to(device) for t in batches.inputs[index].values()]))
         name, value = make_loss(output, loss, torch.Generator().manual_seed(batches.seeds[index]))
         if not first:
-            first.append(Probe(output.detach(), position, name))
+            first.append(FirstOutput(output.detach(), position, name))
         value.backward()
     except AuditError:
         raise

@@ -1,0 +1,179 @@
+"""The `gradaudit` console script: serve, worker, migrate, audit, submit."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+import click
+from pydantic import ValidationError
+
+from gradaudit.options import AuditOptions
+from gradaudit.report import render_text
+from gradaudit.settings import load_settings
+
+SEVERITY_RANK = {"healthy": 0, "warning": 1, "critical": 2}
+EXIT_GATE_FAILED, EXIT_ERROR = 1, 2
+
+
+@click.group()
+def main() -> None:
+    """gradaudit: audits the gradients of ONNX and TorchScript networks."""
+
+
+def _settings(**overrides):
+    try:
+        return load_settings(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as invalid:
+        raise click.UsageError(f"invalid configuration: {invalid}") from None
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGINT both stop `serve` cleanly, even where a shell started it with SIGINT ignored."""
+
+    def _interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--data-dir", type=click.Path(path_type=Path), help="default: ./gradaudit-data")
+def serve(host: str, port: int, data_dir: Path | None) -> None:
+    """Run the whole service: API, worker and (unless configured) SQLite and an embedded Redis."""
+    from cli.embedded import serve as serve_embedded
+
+    settings = _settings(data_dir=data_dir)
+    _stop_on_signals()
+    serve_embedded(settings, host, port, announce=lambda url: click.echo(f"gradaudit listening on {url}"))
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run a Celery worker; extra arguments go to Celery."""
+    from worker.app import run_worker
+
+    settings = _settings()
+    if not settings.broker_url:
+        raise click.UsageError("CELERY_BROKER_URL is not set")
+    run_worker(settings, list(ctx.args))
+
+
+@main.command()
+def migrate() -> None:
+    """Upgrade the database (DATABASE_URL, else the SQLite file in the data dir) to the newest schema."""
+    from models.migrate import upgrade_database
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_database(settings.sqlalchemy_url)
+    click.echo("database is up to date")
+
+
+def _parse_shapes(values: tuple[str, ...]) -> dict[str, list[int]]:
+    shapes = {}
+    for value in values:
+        name, sep, dims = value.rpartition("=")
+        try:
+            shapes[name] = [int(d) for d in dims.lower().split("x")]
+        except ValueError:
+            name = ""
+        if not sep or not name:
+            raise click.BadParameter(f"{value!r}: expected NAME=1x3x32x32", param_hint="--input-shape")
+    return shapes
+
+
+def _options(input_shape, batch_size, seed, loss) -> AuditOptions:
+    fields = {"input_shapes": _parse_shapes(input_shape), "batch_size": batch_size, "seed": seed, "loss": loss}
+    try:
+        return AuditOptions(**{key: value for key, value in fields.items() if value is not None})
+    except ValidationError as invalid:
+        raise click.BadParameter(str(invalid)) from None
+
+
+def _gate(verdict: str, fail_on: str | None) -> int:
+    if fail_on and SEVERITY_RANK[verdict] >= SEVERITY_RANK[fail_on]:
+        return EXIT_GATE_FAILED
+    return 0
+
+
+def _print_report(report: dict, as_json: bool) -> None:
+    click.echo(json.dumps(report, indent=2) if as_json else render_text(report))
+
+
+def _fail(code: str, detail: str) -> None:
+    click.echo(f"error [{code}]: {detail}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+_probe_options = [
+    click.option("--input-shape", multiple=True, help="NAME=1x3x32x32; repeat for several inputs"),
+    click.option("--batch-size", type=int),
+    click.option("--seed", type=int),
+    click.option("--loss", type=click.Choice(["auto", "sum", "mse", "cross_entropy"])),
+    click.option("--fail-on", type=click.Choice(["warning", "critical"]),
+                 help="exit 1 when the verdict is at least this severe"),
+    click.option("--json", "as_json", is_flag=True, help="print the report as JSON"),
+]
+
+
+def probe_options(command):
+    """Attach the options shared by `audit` and `submit`."""
+    for option in reversed(_probe_options):
+        command = option(command)
+    return command
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--inputs", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=".npz batch")
+@probe_options
+def audit(path, inputs, input_shape, batch_size, seed, loss, fail_on, as_json) -> None:
+    """Audit a network file here, without a server, and print the report."""
+    from cli.local import audit_file
+
+    options = _options(input_shape, batch_size, seed, loss)
+    report, error = audit_file(path, options=options, inputs_path=inputs, settings=_settings())
+    if error:
+        _fail(*error)
+    _print_report(report, as_json)
+    sys.exit(_gate(report["verdict"], fail_on))
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
+@click.option("--inputs", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=".npz batch")
+@click.option("--wait/--no-wait", default=False, help="wait for the report")
+@click.option("--timeout", default=1800, show_default=True, type=float, help="seconds to wait")
+@probe_options
+def submit(path, url, inputs, wait, timeout, input_shape, batch_size, seed, loss, fail_on, as_json) -> None:
+    """Upload a network to a gradaudit service; with --wait, gate on its verdict."""
+    from cli.client import Client, ServiceError
+
+    client = Client(url)
+    options = _options(input_shape, batch_size, seed, loss)
+    try:
+        audit_doc = client.submit(path, options=options.model_dump(exclude_unset=True), inputs_path=inputs)
+        if not wait and not fail_on:
+            click.echo(json.dumps(audit_doc, indent=2) if as_json else f"queued audit {audit_doc['id']}")
+            return
+        report = client.wait_for_report(audit_doc["id"], timeout_s=timeout, progress=_progress)
+    except ServiceError as error:
+        _fail(error.code, error.detail)
+    _print_report(report, as_json)
+    sys.exit(_gate(report["verdict"], fail_on))
+
+
+def _progress(status: str, elapsed_s: float) -> None:
+    click.echo(f"\r{status:<10} {elapsed_s:6.1f}s", err=True, nl=status in ("succeeded", "failed"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""dead_relu and saturated_activation: what the units of each activation layer did on the probe batches."""
+
+from __future__ import annotations
+
+from gradaudit.schema import SATURATION_RULE
+from worker.diagnosis.common import Context, batch_values, finding, mean, span
+from worker.diagnosis.facts import ACTIVATION, NORMALIZATION, LayerRole
+
+SATURATING = ("sigmoid", "tanh")
+DEAD_WARNING, DEAD_CRITICAL = 0.5, 0.99  # share of a layer's units dead on every probe sample
+SATURATED_WARNING, SATURATED_CRITICAL = 0.2, 0.6  # share of a layer's outputs in the saturated region
+
+
+def dead_shares(ctx: Context) -> dict[str, float]:
+    """Per ReLU layer, the share of its units that output zero on every probe sample.
+
+    A dead unit zeroes its row of the feeding weight layer's gradient; a dead input zeroes a column. So the
+    feeding layer's zero-gradient share g is 1 - (1 - dead out)(1 - dead in), which gives the dead share of this
+    layer from that of the ReLU before it. Sparse but live units raise the layer's zero share, not g: the
+    estimate is the smaller of the two.
+    """
+    shares, upstream, feeding = {}, 0.0, None
+    for s in ctx.layers:
+        role = ctx.facts.role(s.name)
+        if s.parameters and role.role != NORMALIZATION:
+            feeding = (s, upstream)
+        elif s.parameters:
+            feeding = (s, 0.0)  # per-channel scale and shift: a gradient entry per unit, no input columns
+        if _is(role, "relu") and s.batch_rows:
+            zeros = min(batch_values(s, "activation_zero_fraction") or [0.0])
+            rows = zeros if feeding is None else 1 - (1 - feeding[0].grad_zero_fraction) / max(1e-9, 1 - feeding[1])
+            shares[s.name] = upstream = max(0.0, min(zeros, rows))
+    return shares
+
+
+def detect_dead(ctx: Context) -> list[dict]:
+    """dead_relu where some ReLU layer has at least half its units dead over every probe batch."""
+    dead = list(dead_shares(ctx).items())
+    flagged = [(name, share) for name, share in dead if share >= DEAD_WARNING]
+    if not flagged:
+        return []
+    worst = max(share for _, share in flagged)
+    severity = "critical" if worst >= DEAD_CRITICAL else "warning"
+    names = [name for name, _ in flagged]
+    title = (f"Dead ReLUs: up to {worst:.0%} of the units of {span(names)} output zero for every probe sample"
+             + ("; no gradient passes them" if severity == "critical" else ""))
+    evidence = {"dead_unit_share_by_layer": {name: round(share, 3) for name, share in dead},
+                "rule": "dead share = min(share of outputs exactly zero in every batch, share of the feeding "
+                        "weight layer's gradient rows that are exactly zero); flagged from 0.5"}
+    return [finding("dead_relu", severity, title, names, evidence, 0.5 + worst / 2)]
+
+
+def detect_saturated(ctx: Context) -> list[dict]:
+    """saturated_activation where a sigmoid/tanh layer has a fifth or more of its outputs saturated."""
+    shares = [(s.name, s.kind, mean(batch_values(s, "activation_saturated_fraction")))
+              for s in ctx.layers if _is(ctx.facts.role(s.name), *SATURATING) and s.batch_rows]
+    flagged = [(name, kind, share) for name, kind, share in shares if share >= SATURATED_WARNING]
+    if not flagged:
+        return []
+    worst = max(share for *_, share in flagged)
+    names = [name for name, *_ in flagged]
+    kinds = sorted({kind for _, kind, _ in flagged})
+    title = f"Saturated {'/'.join(kinds)}: up to {worst:.0%} of the outputs of {span(names)} sit where the " \
+            "derivative is below 1% of its peak"
+    evidence = {"saturated_share_by_layer": {name: round(share, 3) for name, _, share in shares},
+                "rule": SATURATION_RULE, "kinds": kinds}
+    return [finding("saturated_activation", "critical" if worst >= SATURATED_CRITICAL else "warning", title,
+                    names, evidence, 0.5 + worst / 2)]
+
+
+def _is(role: LayerRole, *functions: str) -> bool:
+    return role.role == ACTIVATION and role.function in functions

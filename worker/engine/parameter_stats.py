@@ -1,0 +1,123 @@
+"""Per-layer statistics of parameter gradients, computed on the device and fetched in one transfer."""
+
+from __future__ import annotations
+
+import torch
+
+from worker.engine.network import Layer
+from gradaudit.schema import LayerRecord
+
+# Column order of the per-layer row computed on the device.
+_COLUMNS = (
+    "parameters", "weight_norm", "grad_norm", "grad_mean_abs", "grad_std",
+    "grad_max_abs", "grad_zero_fraction", "grad_nonfinite", "weight_nonfinite",
+)
+
+
+def layer_records(module: torch.nn.Module, layers: list[Layer],
+                batch_rows: list[list[dict]] | None = None) -> tuple[list[LayerRecord], dict[str, int]]:
+    """A LayerRecord per layer (zeros for parameter-free ones), and non-finite weight counts where there are any."""
+    measured = _measured(module, [layer for layer in layers if layer.parameter_names])
+    stats, weight_nonfinite = [], {}
+    for index, layer in enumerate(layers):
+        values = dict(zip(_COLUMNS, measured.get(layer.name, [0.0] * len(_COLUMNS))))
+        nonfinite = int(values.pop("weight_nonfinite"))
+        if nonfinite:
+            weight_nonfinite[layer.name] = nonfinite
+        stats.append(_as_record(layer, values, batch_rows[index] if batch_rows else []))
+    return stats, weight_nonfinite
+
+
+def _measured(module: torch.nn.Module, owning: list[Layer]) -> dict[str, list[float]]:
+    """The device rows of every parameter-owning layer, fetched in one transfer."""
+    if not owning:
+        return {}
+    parameters = dict(module.named_parameters())
+    rows = torch.stack([_row([parameters[name] for name in layer.parameter_names]) for layer in owning])
+    return dict(zip((layer.name for layer in owning), rows.cpu().tolist()))
+
+
+def _as_record(layer: Layer, values: dict[str, float], batch_rows: list[dict]) -> LayerRecord:
+    weight_norm, grad_norm = values["weight_norm"], values["grad_norm"]
+    return LayerRecord(
+        name=layer.name,
+        kind=layer.kind,
+        depth=layer.depth,
+        parameters=int(values.pop("parameters")),
+        grad_nonfinite=int(values.pop("grad_nonfinite")),
+        grad_to_weight=grad_norm / weight_norm if weight_norm > 0 else 0.0,
+        batch_rows=batch_rows,
+        **values,
+    )
+
+
+# Elements reduced at a time: float64 working copies of a 100M-parameter layer would cost more
+# memory than the network itself, chunks cost a few megabytes.
+CHUNK_ELEMENTS = 1 << 20
+# Running sums per layer, in float64 on the device.
+_SUMS = ("count", "weight_sumsq", "weight_nonfinite", "finite", "sum", "sumsq", "sum_abs", "max_abs", "zeros",
+         "nonfinite")
+
+
+def _row(parameters: list[torch.nn.Parameter]) -> torch.Tensor:
+    sums = None
+    for weights, grads in _chunks(parameters):
+        chunk_sums = _chunk_sums(weights, grads)
+        sums = chunk_sums if sums is None else _combine(sums, chunk_sums)
+    return _as_row(dict(zip(_SUMS, sums)))
+
+
+def _chunks(parameters: list[torch.nn.Parameter]):
+    """(weights, gradients) chunk pairs as float64, one chunk alive at a time."""
+    for parameter in parameters:
+        weights, grads = parameter.detach().reshape(-1), _grad(parameter).reshape(-1)
+        for start in range(0, max(weights.numel(), 1), CHUNK_ELEMENTS):
+            end = start + CHUNK_ELEMENTS
+            yield weights[start:end].double(), grads[start:end].double()
+
+
+def _chunk_sums(weights: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    finite_weights = torch.isfinite(weights)
+    finite = torch.isfinite(grads)
+    clean = torch.where(finite, grads, 0.0)
+    magnitude = clean.abs()
+    return torch.stack([
+        torch.tensor(float(grads.numel()), dtype=torch.float64, device=grads.device),
+        torch.where(finite_weights, weights, 0.0).square().sum(),
+        (~finite_weights).sum().double(),
+        finite.sum().double(),
+        clean.sum(),
+        clean.square().sum(),
+        magnitude.sum(),
+        magnitude.max() if magnitude.numel() else magnitude.new_zeros(()),
+        (grads == 0).sum().double(),
+        (~finite).sum().double(),
+    ])
+
+
+def _combine(total: torch.Tensor, chunk: torch.Tensor) -> torch.Tensor:
+    combined = total + chunk
+    combined[_SUMS.index("max_abs")] = torch.maximum(total[_SUMS.index("max_abs")], chunk[_SUMS.index("max_abs")])
+    return combined
+
+
+def _as_row(sums: dict[str, torch.Tensor]) -> torch.Tensor:
+    finite = sums["finite"].clamp(min=1)
+    mean = sums["sum"] / finite
+    variance = (sums["sumsq"] / finite - mean.square()).clamp(min=0)
+    return torch.stack([
+        sums["count"],
+        sums["weight_sumsq"].sqrt(),
+        sums["sumsq"].sqrt(),
+        sums["sum_abs"] / finite,
+        variance.sqrt(),
+        sums["max_abs"],
+        sums["zeros"] / sums["count"].clamp(min=1),
+        sums["nonfinite"],
+        sums["weight_nonfinite"],
+    ])
+
+
+def _grad(parameter: torch.nn.Parameter) -> torch.Tensor:
+    # A parameter the loss never reached has no gradient; for the audit that is a zero gradient.
+    return parameter.grad.detach() if parameter.grad is not None else torch.zeros_like(parameter.detach())
