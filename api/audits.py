@@ -9,8 +9,8 @@ from pydantic import ValidationError
 from werkzeug.datastructures import FileStorage
 
 from api import services
-from api.problems import Problem
-from api.views import audit_json, failure_problem, page_json
+from api.problems import failed_audit_problem, problem
+from api.views import audit_json, page_json
 from gradaudit.artifacts import ArtifactTooLarge
 from gradaudit.formats import UnsupportedFormat, network_format, sniff_format
 from gradaudit.options import AuditOptions
@@ -88,7 +88,7 @@ def _existing(db_session, audit_id: str):
     storable = len(audit_id) <= MAX_AUDIT_ID and "\x00" not in audit_id
     audit = audit_rows.get_audit(db_session=db_session, audit_id=audit_id) if storable else None
     if audit is None:
-        raise Problem(404, "audit_not_found", "No such audit", f"there is no audit with id {audit_id!r}")
+        raise problem("audit_not_found", f"there is no audit with id {audit_id!r}")
     return audit
 
 
@@ -97,8 +97,8 @@ def _finished(db_session, audit_id: str):
     if audit.status == SUCCEEDED:
         return audit
     if audit.error_code:
-        raise failure_problem(audit)
-    raise Problem(409, "audit_not_finished", "The audit has not finished",
+        raise failed_audit_problem(audit.error_code, audit.error_detail, id=audit.id, audit_status=audit.status)
+    raise problem("audit_not_finished",
                   f"the audit is {audit.status}; poll {url_for('audits.get_audit', audit_id=audit_id)}",
                   audit_status=audit.status)
 
@@ -106,7 +106,7 @@ def _finished(db_session, audit_id: str):
 def _required_upload() -> FileStorage:
     upload = request.files.get("model")
     if upload is None:
-        raise Problem(400, "missing_model", "No network uploaded",
+        raise problem("missing_model",
                       "send the ONNX or TorchScript file as the multipart field 'model'")
     return upload
 
@@ -114,12 +114,11 @@ def _required_upload() -> FileStorage:
 def _sniffed_format(upload: FileStorage) -> str:
     stream = upload.stream
     if not stream.read(1):
-        raise Problem(400, "empty_upload", "The upload is empty", "the 'model' field holds no bytes")
+        raise problem("empty_upload", "the 'model' field holds no bytes")
     try:
         return sniff_format(stream)
     except UnsupportedFormat as refused:
-        raise Problem(415, "unsupported_format", "Unsupported network format", refused.detail,
-                      accepted=["onnx", "torchscript"]) from None
+        raise problem("unsupported_format", refused.detail, accepted=["onnx", "torchscript"]) from None
 
 
 def _parsed_options() -> AuditOptions:
@@ -131,7 +130,7 @@ def _parsed_options() -> AuditOptions:
     except ValidationError as invalid:
         errors = [{"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"]}
                   for error in invalid.errors()]
-        raise Problem(400, "invalid_options", "Invalid options", "see errors", errors=errors) from None
+        raise problem("invalid_options", "see errors", errors=errors) from None
 
 
 def _stored_inputs() -> str | None:
@@ -139,7 +138,7 @@ def _stored_inputs() -> str | None:
     if upload is None:
         return None
     if upload.stream.read(2) != b"PK":
-        raise Problem(400, "invalid_inputs", "Invalid inputs",
+        raise problem("invalid_inputs",
                       "'inputs' must be a .npz archive (numpy.savez) of arrays named after the network's inputs")
     return _store(upload).sha256
 
@@ -150,7 +149,7 @@ def _store(upload: FileStorage):
     try:
         return services().store.save(upload.stream, max_bytes=settings.max_upload_bytes)
     except ArtifactTooLarge:
-        raise Problem(413, "upload_too_large", "Upload too large",
+        raise problem("upload_too_large",
                       f"the limit is {settings.max_upload_mb} MB (GRADAUDIT_MAX_UPLOAD_MB)") from None
 
 
@@ -161,7 +160,7 @@ def _enqueue(db_session, audit_id: str) -> None:
         log.exception("could not send audit %s to the broker", audit_id)
         detail = "the task queue is unreachable; the upload is stored, submit again later"
         audit_rows.fail_audit(db_session=db_session, audit_id=audit_id, code="broker_unavailable", detail=detail)
-        raise Problem(503, "broker_unavailable", "Task queue unavailable", detail, id=audit_id) from None
+        raise problem("broker_unavailable", detail, id=audit_id) from None
     audit_rows.mark_enqueued(db_session=db_session, audit_id=audit_id)
 
 
@@ -170,8 +169,8 @@ def _page_arguments() -> tuple[int, int]:
         limit = int(request.args.get("limit", 20))
         offset = int(request.args.get("offset", 0))
     except ValueError:
-        raise Problem(400, "invalid_pagination", "Invalid pagination", "limit and offset are integers") from None
+        raise problem("invalid_pagination", "limit and offset are integers") from None
     if not 1 <= limit <= MAX_PAGE or offset < 0:
-        raise Problem(400, "invalid_pagination", "Invalid pagination",
+        raise problem("invalid_pagination",
                       f"limit must be 1..{MAX_PAGE} and offset at least 0")
     return limit, offset

@@ -7,19 +7,16 @@ import logging
 from flask import Blueprint, Response, json
 from werkzeug.exceptions import HTTPException
 
+from gradaudit.errors import ERRORS, error_code, failed_audit_status
+
 problems = Blueprint("problems", __name__)
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 
-# Werkzeug's HTTP errors, mapped to our stable codes.
-_HTTP_CODES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "upload_too_large",
-    415: "unsupported_media_type",
-}
+# Werkzeug's HTTP errors, mapped to our stable codes; any other status answers as http_error.
+_HTTP_CODES = {ERRORS[code].status: code for code in
+               ("bad_request", "not_found", "method_not_allowed", "upload_too_large", "unsupported_media_type")}
 
 
 class Problem(Exception):
@@ -30,26 +27,38 @@ class Problem(Exception):
         self.status, self.code, self.title, self.detail, self.extra = status, code, title, detail, extra
 
 
-def problem_response(problem: Problem) -> Response:
+def problem(code: str, detail: str | None = None, **extra) -> Problem:
+    """The catalogued problem for `code`: status and title come from gradaudit/errors.py."""
+    entry = error_code(code)
+    return Problem(entry.status, code, entry.title, detail, **extra)
+
+
+def failed_audit_problem(code: str, detail: str | None, **extra) -> Problem:
+    """The problem a failed audit answers with: the code and detail it stored, the status the catalogue gives."""
+    return Problem(failed_audit_status(code), code, "The audit failed", detail, **extra)
+
+
+def problem_response(raised: Problem) -> Response:
     """Render a Problem as problem+json."""
-    body = {"type": f"https://gradaudit.dev/problems/{problem.code}", "title": problem.title,
-            "status": problem.status, "code": problem.code}
-    if problem.detail:
-        body["detail"] = problem.detail
-    body.update(problem.extra)
-    return Response(json.dumps(body), status=problem.status, mimetype=PROBLEM_JSON)
+    body = {"type": f"https://gradaudit.dev/problems/{raised.code}", "title": raised.title,
+            "status": raised.status, "code": raised.code}
+    if raised.detail:
+        body["detail"] = raised.detail
+    body.update(raised.extra)
+    return Response(json.dumps(body), status=raised.status, mimetype=PROBLEM_JSON)
 
 
 @problems.app_errorhandler(Problem)
-def _render_problem(problem: Problem) -> Response:
-    return problem_response(problem)
+def _render_problem(raised: Problem) -> Response:
+    return problem_response(raised)
 
 
 @problems.app_errorhandler(HTTPException)
 def _render_http_error(error: HTTPException) -> Response:
     status = error.code or 500
-    code = _HTTP_CODES.get(status, "http_error")
-    response = problem_response(Problem(status, code, error.name, error.description))
+    code = _HTTP_CODES.get(status)
+    unmapped = Problem(status, "http_error", error.name, error.description)
+    response = problem_response(problem(code, error.description) if code else unmapped)
     # Keep the error's own headers, e.g. the Allow header a 405 must carry (RFC 9110, 15.5.6).
     for name, value in error.get_headers():
         if name.lower() != "content-type":
@@ -61,4 +70,4 @@ def _render_http_error(error: HTTPException) -> Response:
 def _render_unexpected(error: Exception) -> Response:
     # The traceback goes to the log, never to the client.
     log.exception("unhandled error")
-    return problem_response(Problem(500, "internal_error", "Internal Server Error"))
+    return problem_response(problem("internal_error"))

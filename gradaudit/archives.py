@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Callable, Iterator
 
+from gradaudit.errors import error_code
+
 MAX_MEMBERS = 1000
 CHUNK_BYTES = 1024 * 1024
 
@@ -25,6 +27,7 @@ class ArchiveRefused(ValueError):
     """The archive cannot be used; `code` is stable, `detail` says why."""
 
     def __init__(self, code: str, detail: str):
+        error_code(code)
         super().__init__(f"{code}: {detail}")
         self.code, self.detail = code, detail
 
