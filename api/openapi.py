@@ -1,10 +1,13 @@
-"""GET /openapi.json: the OpenAPI 3.1 description of every endpoint."""
+"""GET /openapi.json: the OpenAPI 3.1 description of every endpoint. The report's schemas are derived from
+gradaudit.schema, where its records are defined."""
 
 from __future__ import annotations
 
 from flask import Blueprint
+from pydantic import TypeAdapter
 
 from gradaudit.options import AuditOptions
+from gradaudit.schema import Report
 
 openapi = Blueprint("openapi", __name__)
 
@@ -75,42 +78,13 @@ _PATHS = {
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
 }
 
-def _numbers(*keys: str, kind: str = "number") -> dict:
-    return {key: {"type": [kind, "null"]} for key in keys}
+def _record_schemas() -> dict:
+    """The JSON schemas of the records in gradaudit.schema, each under its own name."""
+    document = TypeAdapter(Report).json_schema(ref_template=_REF)
+    return {**document.pop("$defs"), "Report": document}
 
 
-_PER_BATCH = {"batch": {"type": "integer"}, "seed": {"type": "integer"}, "numel": {"type": "integer"}}
-
-_OUTPUT_GRAD = {"type": ["object", "null"], "description": (
-    "Gradient of the loss with respect to the layer's output, over the probe batches: norm is the root mean "
-    "square of the per-batch L2 norms, mean_abs their mean, max_abs the largest, counts are summed; "
-    "null where backward never reached the output. A statistic is null where it is not finite."),
-    "properties": {
-        **_numbers("norm", "mean_abs", "max_abs", "zero_fraction"),
-        **_numbers("zero_count", "nonfinite", kind="integer"),
-        "batches": {"type": "array", "items": {"type": "object", "properties": {
-            **_PER_BATCH, **_numbers("norm", "mean_abs", "max_abs", "zero_fraction"),
-            **_numbers("zero_count", "nonfinite", kind="integer")}}},
-    }}
-
-_ACTIVATION = {"type": ["object", "null"], "description": (
-    "The layer's forward output over every element of every probe batch: mean, std, share exactly zero, "
-    "and for Sigmoid/Tanh the share where the derivative is below 1% of its peak (setup.saturation), "
-    "else null; null where the output was not observed."),
-    "properties": {
-        **_numbers("mean", "std", "zero_fraction", "saturated_fraction"),
-        "batches": {"type": "array", "items": {"type": "object", "properties": {
-            **_PER_BATCH, **_numbers("mean", "std", "zero_fraction", "saturated_fraction")}}},
-    }}
-
-_LAYER = {"type": "object", "properties": {
-    **{key: {"type": "string"} for key in ("name", "kind")},
-    **{key: {"type": "integer"} for key in ("depth", "parameters", "grad_nonfinite")},
-    **{key: {"type": "number"} for key in ("weight_norm", "grad_norm", "grad_mean_abs", "grad_std",
-                                           "grad_max_abs", "grad_zero_fraction", "grad_to_weight")},
-    "output_grad": _OUTPUT_GRAD,
-    "activation": _ACTIVATION,
-}}
+_REF = "#/components/schemas/{model}"
 
 _SCHEMAS = {
     "Problem": {"type": "object", "required": ["type", "title", "status", "code"], "properties": {
@@ -129,16 +103,10 @@ _SCHEMAS = {
         "items": {"type": "array", "items": {"$ref": "#/components/schemas/Audit"}},
         "total": {"type": "integer"}, "limit": {"type": "integer"}, "offset": {"type": "integer"},
         "next": {"type": ["string", "null"]}}},
-    "Layer": _LAYER,
     "Layers": {"type": "object", "properties": {
         "id": {"type": "string"}, "layers": {"type": "array", "items": {"$ref": "#/components/schemas/Layer"}}}},
-    "Report": {"type": "object", "required": ["id", "status", "network", "setup", "layers", "findings", "verdict"],
-               "properties": {
-                   "id": {"type": "string"}, "status": {"const": "succeeded"},
-                   "network": {"type": "object"}, "setup": {"type": "object"},
-                   "layers": {"type": "array", "items": {"$ref": "#/components/schemas/Layer"}},
-                   "findings": {"type": "array", "items": {"type": "object"}},
-                   "verdict": {"enum": ["healthy", "warning", "critical"]}}},
+    **_record_schemas(),
+    "Layer": {"$ref": "#/components/schemas/ReportLayer"},
     "AuditOptions": AuditOptions.model_json_schema(),
 }
 

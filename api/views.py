@@ -7,13 +7,7 @@ from typing import Any
 
 from flask import url_for
 
-from api.problems import Problem
 from models.tables import Audit, as_utc
-
-# A failed audit's report answers with its stored code; worker trouble is ours, the rest is the upload's.
-_SERVER_SIDE_FAILURES = {"worker_lost": 503, "broker_unavailable": 503, "internal_error": 500,
-                         "time_limit_exceeded": 422}
-
 
 def _timestamp(moment: datetime | None) -> str | None:
     if moment is None:
@@ -50,9 +44,3 @@ def page_json(page: list[Audit], *, total: int, limit: int, offset: int) -> dict
     return {"items": [audit_json(audit) for audit in page], "total": total, "limit": limit,
             "offset": offset, "next": next_link}
 
-
-def failure_problem(audit: Audit) -> Problem:
-    """The problem a failed audit answers with: the same code and detail it stored."""
-    status = _SERVER_SIDE_FAILURES.get(audit.error_code, 422)
-    return Problem(status, audit.error_code, "The audit failed", audit.error_detail,
-                   id=audit.id, audit_status=audit.status)

@@ -2,12 +2,14 @@
 
 Each layer keeps its v1 fields and gains `output_grad` and `activation`: its output's statistics aggregated
 over the probe batches, each with the per-batch values under `batches`; null where the output was not seen.
+The shapes of all of it are gradaudit.schema's.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from gradaudit.schema import activation_summary, output_grad_summary
 
 REPORT_VERSION = 1
 
@@ -35,67 +37,11 @@ def build_report(
 
 
 def layer_json(layer: dict[str, Any]) -> dict[str, Any]:
-    """A layer of the report from its v1 fields plus `batch_rows`, its per-batch rows (absent: not measured)."""
+    """A layer of the report: a LayerRecord's statistics, with its batch rows summarised as `output_grad` and
+    `activation` (gradaudit.schema defines both summaries)."""
     fields = {key: value for key, value in layer.items() if key != "batch_rows"}
-    batch_rows = layer.get("batch_rows") or []
-    return {**fields, "output_grad": _output_grad(batch_rows), "activation": _activation(batch_rows)}
-
-
-def _output_grad(batch_rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Norm as the root mean square of per-batch norms, mean |g| averaged, max |g| the largest, counts summed."""
-    reached = [row for row in batch_rows if row.get("output_grad_zero_count") is not None]
-    if not reached:
-        return None
-    zeros = sum(row["output_grad_zero_count"] for row in reached)
-    return {
-        "norm": _rms([row["output_grad_norm"] for row in reached]),
-        "mean_abs": _mean([row["output_grad_mean_abs"] for row in reached]),
-        "max_abs": _max([row["output_grad_max_abs"] for row in reached]),
-        "zero_count": zeros,
-        "zero_fraction": zeros / sum(row["numel"] for row in reached),
-        "nonfinite": sum(row["output_grad_nonfinite"] for row in reached),
-        "batches": [_batch(row, "output_grad_") for row in reached],
-    }
-
-
-def _activation(batch_rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Mean, std (pooled), zero and saturated fractions over every element of every batch."""
-    if not batch_rows:
-        return None
-    mean = _weighted(batch_rows, "activation_mean")
-    squares = _weighted(batch_rows, "activation_std", lambda row: row["activation_std"] ** 2 + row["activation_mean"] ** 2)
-    return {
-        "mean": mean,
-        "std": math.sqrt(max(squares - mean ** 2, 0.0)) if None not in (mean, squares) else None,
-        "zero_fraction": _weighted(batch_rows, "activation_zero_fraction"),
-        "saturated_fraction": _weighted(batch_rows, "activation_saturated_fraction"),
-        "batches": [_batch(row, "activation_") for row in batch_rows],
-    }
-
-
-def _batch(row: dict[str, Any], prefix: str) -> dict[str, Any]:
-    values = {key[len(prefix):]: value for key, value in row.items() if key.startswith(prefix)}
-    return {"batch": row["batch"], "seed": row["seed"], "numel": row["numel"], **values}
-
-
-def _weighted(batch_rows: list[dict[str, Any]], key: str, value=None) -> float | None:
-    """The element-weighted mean of a per-batch value; None if any batch lacks it (not finite, not measured)."""
-    if any(row.get(key) is None or (value and row.get("activation_mean") is None) for row in batch_rows):
-        return None
-    pick = value or (lambda row: row[key])
-    return sum(row["numel"] * pick(row) for row in batch_rows) / sum(row["numel"] for row in batch_rows)
-
-
-def _rms(values: list[float | None]) -> float | None:
-    return math.sqrt(sum(v * v for v in values) / len(values)) if None not in values else None
-
-
-def _mean(values: list[float | None]) -> float | None:
-    return sum(values) / len(values) if None not in values else None
-
-
-def _max(values: list[float | None]) -> float | None:
-    return max(values) if None not in values else None
+    rows = layer.get("batch_rows") or []
+    return {**fields, "output_grad": output_grad_summary(rows), "activation": activation_summary(rows)}
 
 
 def render_text(report: dict[str, Any]) -> str:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
+
+from typing_extensions import TypedDict  # pydantic reads these for the OpenAPI schemas; typing's lacks what it needs before 3.12
 
 # An output counts as saturated where the activation's derivative is below this share of its peak.
 SATURATION_SHARE = 0.01
@@ -68,6 +70,114 @@ class LayerRecord:
 
 LAYER_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(LayerRecord) if f.name != "batch_rows")
 
+class OutputGradBatch(TypedDict):
+    """One batch of a layer's output gradient, as the report shows it."""
+
+    batch: int
+    seed: int
+    numel: int
+    norm: float | None
+    mean_abs: float | None
+    max_abs: float | None
+    zero_count: int | None
+    zero_fraction: float | None
+    nonfinite: int | None
+
+
+class OutputGradSummary(TypedDict):
+    """The loss gradient with respect to a layer's output over the probe batches: norm is the root mean square
+    of the per-batch L2 norms, mean_abs their mean, max_abs the largest, counts are summed; a statistic is
+    null where it is not finite."""
+
+    norm: float | None
+    mean_abs: float | None
+    max_abs: float | None
+    zero_count: int
+    zero_fraction: float
+    nonfinite: int
+    batches: list[OutputGradBatch]
+
+
+class ActivationBatch(TypedDict):
+    """One batch of a layer's forward output, as the report shows it."""
+
+    batch: int
+    seed: int
+    numel: int
+    mean: float | None
+    std: float | None
+    zero_fraction: float | None
+    saturated_fraction: float | None
+
+
+class ActivationSummary(TypedDict):
+    """A layer's forward output over every element of every probe batch: mean, std, share exactly zero, and
+    for Sigmoid/Tanh the share where the derivative is below 1% of its peak (SATURATION_RULE), else null."""
+
+    mean: float | None
+    std: float | None
+    zero_fraction: float | None
+    saturated_fraction: float | None
+    batches: list[ActivationBatch]
+
+
+def output_grad_summary(rows: list[BatchRow]) -> OutputGradSummary | None:
+    """The output-gradient summary of a layer's batch rows; None where backward never reached the output."""
+    reached = [row for row in rows if row.get("output_grad_zero_count") is not None]
+    if not reached:
+        return None
+    zeros = sum(row["output_grad_zero_count"] for row in reached)
+    return {
+        "norm": _rms([row["output_grad_norm"] for row in reached]),
+        "mean_abs": _mean([row["output_grad_mean_abs"] for row in reached]),
+        "max_abs": _max([row["output_grad_max_abs"] for row in reached]),
+        "zero_count": zeros,
+        "zero_fraction": zeros / sum(row["numel"] for row in reached),
+        "nonfinite": sum(row["output_grad_nonfinite"] for row in reached),
+        "batches": [_batch(row, "output_grad_") for row in reached],
+    }
+
+
+def activation_summary(rows: list[BatchRow]) -> ActivationSummary | None:
+    """The forward-output summary of a layer's batch rows; None where the output was not observed."""
+    if not rows:
+        return None
+    mean = weighted_mean(rows, "activation_mean")
+    squares = weighted_mean(rows, "activation_std", lambda row: row["activation_std"] ** 2 + row["activation_mean"] ** 2)
+    return {
+        "mean": mean,
+        "std": math.sqrt(max(squares - mean ** 2, 0.0)) if None not in (mean, squares) else None,
+        "zero_fraction": weighted_mean(rows, "activation_zero_fraction"),
+        "saturated_fraction": weighted_mean(rows, "activation_saturated_fraction"),
+        "batches": [_batch(row, "activation_") for row in rows],
+    }
+
+
+def weighted_mean(rows: list[BatchRow], key: str, value=None) -> float | None:
+    """The element-weighted mean of a per-batch value; None if any batch lacks it (not finite, not measured)."""
+    if any(row.get(key) is None or (value and row.get("activation_mean") is None) for row in rows):
+        return None
+    pick = value or (lambda row: row[key])
+    return sum(row["numel"] * pick(row) for row in rows) / sum(row["numel"] for row in rows)
+
+
+def _batch(row: BatchRow, prefix: str) -> dict[str, Any]:
+    values = {key[len(prefix):]: value for key, value in row.items() if key.startswith(prefix)}
+    return {"batch": row["batch"], "seed": row["seed"], "numel": row["numel"], **values}
+
+
+def _rms(values: list[float | None]) -> float | None:
+    return math.sqrt(sum(v * v for v in values) / len(values)) if None not in values else None
+
+
+def _mean(values: list[float | None]) -> float | None:
+    return sum(values) / len(values) if None not in values else None
+
+
+def _max(values: list[float | None]) -> float | None:
+    return max(values) if None not in values else None
+
+
 Severity = Literal["info", "warning", "critical"]
 Verdict = Literal["healthy", "warning", "critical"]
 
@@ -91,11 +201,21 @@ class Finding(TypedDict):
     recommendations: list[Recommendation]
 
 
-class Setup(TypedDict, total=False):
-    """How the audit probed the network: device, batches, loss, what was observed, parity with onnxruntime.
+class Training(TypedDict):
+    """The brief training run before the probe (options.train_steps > 0)."""
 
-    Keys present depend on the format and the options (parity keys for ONNX only, training keys when
-    options.train_steps > 0)."""
+    steps: int
+    optimizer: str
+    learning_rate: float
+    batches: str
+    first_loss: float | None
+    last_loss: float | None
+    update_to_weight: float | None
+
+
+class Setup(TypedDict, total=False):
+    """How the audit probed the network: device, batches, loss, what was observed, and for ONNX the parity
+    with onnxruntime (those keys for ONNX only; `training` only when options.train_steps > 0)."""
 
     device: str
     batch_size: int
@@ -105,8 +225,8 @@ class Setup(TypedDict, total=False):
     output: str
     mode: str
     batches: int
-    batch_seeds: list[int]
-    inputs: str
+    seeds: list[int]
+    inputs: str | dict[str, str]  # the .npz, or per input the rule its synthetic values follow
     opset: int | None
     conversion_warnings: list[str]
     loss_value: float | None
@@ -115,10 +235,50 @@ class Setup(TypedDict, total=False):
     layer_outputs: str
     saturation: str
     output_statistics: str
-    parity: str
-    parity_max_abs_diff: float | None
-    parity_tolerance: float | None
-    parity_float64_max_abs_diff: float | None
-    train_steps: int
-    train_learning_rate: float
-    train_losses: list[float | None]
+    onnxruntime_max_abs_diff: float | None
+    onnxruntime_tolerance: float | None
+    onnxruntime_error: str | None
+    float32_rounding_sensitivity: float | None
+    onnxruntime_parity: str
+    training: Training
+
+
+class NetworkSummary(TypedDict, total=False):
+    """What the report says of the uploaded network as a whole."""
+
+    format: str
+    parameters: int
+    layers: int
+    sha256: str
+
+
+class ReportLayer(TypedDict):
+    """A layer as the report shows it: a LayerRecord's statistics, its batch rows summarised."""
+
+    name: str
+    kind: str
+    depth: int
+    parameters: int
+    weight_norm: float
+    grad_norm: float
+    grad_mean_abs: float
+    grad_std: float
+    grad_max_abs: float
+    grad_zero_fraction: float
+    grad_nonfinite: int
+    grad_to_weight: float
+    output_grad: OutputGradSummary | None
+    activation: ActivationSummary | None
+
+
+class Report(TypedDict):
+    """The report of a succeeded audit (report_version 1)."""
+
+    id: str | None
+    status: Literal["succeeded"]
+    report_version: int
+    network: NetworkSummary
+    setup: Setup
+    layers: list[ReportLayer]
+    findings: list[Finding]
+    verdict: Verdict

@@ -55,7 +55,19 @@ def test_every_reference_resolves(client):
 
 
 def test_layer_schema_names_the_twelve_statistics_and_the_output_statistics(client):
-    layer = client.get("/openapi.json").get_json()["components"]["schemas"]["Layer"]
+    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
+    layer = schemas[schemas["Layer"]["$ref"].rsplit("/", 1)[1]]
     assert set(layer["properties"]) == {
         "name", "kind", "depth", "parameters", "weight_norm", "grad_norm", "grad_mean_abs", "grad_std",
         "grad_max_abs", "grad_zero_fraction", "grad_nonfinite", "grad_to_weight", "output_grad", "activation"}
+
+
+def test_report_schemas_are_derived_from_the_records(client):
+    from gradaudit.schema import LAYER_FIELDS, BATCH_ROW_FIELDS
+
+    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
+    assert set(LAYER_FIELDS) < set(schemas["ReportLayer"]["properties"])
+    assert {"device", "loss", "onnxruntime_max_abs_diff", "training"} <= set(schemas["Setup"]["properties"])
+    assert set(schemas["Finding"]["required"]) >= {"code", "severity", "layers", "evidence", "recommendations"}
+    activation_fields = {k[len("activation_"):] for k in BATCH_ROW_FIELDS if k.startswith("activation_")}
+    assert activation_fields <= set(schemas["ActivationBatch"]["properties"])

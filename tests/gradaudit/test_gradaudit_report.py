@@ -64,3 +64,10 @@ def test_render_text_without_findings_or_optional_setup():
     assert lines[2] == "setup:   device=cuda"
     assert lines[4] == "no findings"
     assert len(lines) == 7  # header line of an empty layer table
+
+
+
+def test_report_layers_carry_the_layer_record_s_fields_and_their_summaries():
+    from gradaudit.schema import LAYER_FIELDS, ReportLayer
+
+    assert set(ReportLayer.__annotations__) == set(LAYER_FIELDS) | {"output_grad", "activation"}

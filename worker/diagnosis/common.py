@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,8 +78,3 @@ def span(names: list[str]) -> str:
 def batch_values(stats: LayerRecord, key: str) -> list[float]:
     """The finite values of one probe column of a layer, one per batch."""
     return [row[key] for row in stats.batch_rows if row.get(key) is not None]
-
-
-def mean(values: list[float], default: float = 0.0) -> float:
-    """The mean, or default for no values."""
-    return statistics.fmean(values) if values else default

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gradaudit.schema import SATURATION_RULE
-from worker.diagnosis.common import Context, batch_values, finding, mean, span
+from gradaudit.schema import SATURATION_RULE, BatchRow, weighted_mean
+from worker.diagnosis.common import Context, batch_values, finding, span
 from worker.diagnosis.facts import ACTIVATION, NORMALIZATION, LayerRole
 
 SATURATING = ("sigmoid", "tanh")
@@ -52,7 +52,7 @@ def detect_dead(ctx: Context) -> list[dict]:
 
 def detect_saturated(ctx: Context) -> list[dict]:
     """saturated_activation where a sigmoid/tanh layer has a fifth or more of its outputs saturated."""
-    shares = [(s.name, s.kind, mean(batch_values(s, "activation_saturated_fraction")))
+    shares = [(s.name, s.kind, _saturated_share(s.batch_rows))
               for s in ctx.layers if _is(ctx.facts.role(s.name), *SATURATING) and s.batch_rows]
     flagged = [(name, kind, share) for name, kind, share in shares if share >= SATURATED_WARNING]
     if not flagged:
@@ -70,3 +70,9 @@ def detect_saturated(ctx: Context) -> list[dict]:
 
 def _is(role: LayerRole, *functions: str) -> bool:
     return role.role == ACTIVATION and role.function in functions
+
+
+def _saturated_share(rows: list[BatchRow]) -> float:
+    """The element-weighted saturated share over the batches where it was measured (as the report's)."""
+    measured = [row for row in rows if row.get("activation_saturated_fraction") is not None]
+    return weighted_mean(measured, "activation_saturated_fraction") if measured else 0.0
