@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.engine.conversion_cases import PARITY, cases, check, export  # noqa: E402
 from gradaudit.errors import one_line  # noqa: E402
+from suites.conversion import PARITY, cases, check, export  # noqa: E402
 
 
 def run_case(case, folder: Path) -> tuple[str, str]:

@@ -1,9 +1,9 @@
-"""Score the diagnosis against the labelled development suite (tests/diagnosis/suite.py), beside two baselines.
+"""Score the diagnosis against the labelled development suite (suites/diagnosis.py), beside two baselines.
 
 Every case is exported to ONNX and TorchScript and audited; a code counts as raised when a finding with that
 code is a warning or critical. Per finding code: TP, FP, FN, precision, recall; then the false-alarm rate on
 the healthy controls and how often the first recommendation is one of the literature's fixes. The baselines
-(bench/baselines.py) run their published rules on the same networks in memory, once per case and format.
+(suites/baselines.py) run their published rules on the same networks in memory, once per case and format.
 
     .venv/bin/python bench/score_diagnosis.py                 # the full sweep, both formats
     .venv/bin/python bench/score_diagnosis.py --sweep fast --formats torchscript
@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.baselines import autotrainer, sagemaker  # noqa: E402
-from tests.diagnosis.suite import cases, export  # noqa: E402
 from gradaudit.errors import AuditError  # noqa: E402
+from suites.baselines import autotrainer, sagemaker  # noqa: E402
+from suites.diagnosis import cases, export  # noqa: E402
 from worker.engine.audit import audit_network  # noqa: E402
 from worker.diagnosis.diagnose import FINDING_CODES  # noqa: E402
 

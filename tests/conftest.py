@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, text
 
 from models.migrate import upgrade_database
 from gradaudit.settings import Settings, load_settings
+from tests.support.ports import free_port
 
 REQUIRE_SERVICES = os.environ.get("GRADAUDIT_TEST_REQUIRE_SERVICES") == "1"
 POSTGRES_URL = os.environ.get("GRADAUDIT_TEST_POSTGRES_URL")
@@ -29,13 +30,6 @@ def missing_service(reason: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"required test service missing: {reason}")
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gradaudit.options import AuditOptions
-from tests.engine.conftest import export_onnx, mlp, save_torchscript, token_network
+from tests.support.networks import export_onnx, mlp, save_torchscript, token_network
 from worker.engine.audit import audit_network
 
 
@@ -111,7 +111,7 @@ def test_first_float_output_is_used_when_there_are_several(tmp_path):
 
 
 def test_result_is_json_safe_even_with_nan(tmp_path):
-    from tests.engine.conftest import LogOfNegative
+    from tests.support.networks import LogOfNegative
 
     path = save_torchscript(LogOfNegative(), tmp_path / "nan.pt")
     result = audit_network(path, options=AuditOptions(input_shapes={"x": [4, 4]}), device="cpu")
@@ -122,7 +122,7 @@ def test_result_is_json_safe_even_with_nan(tmp_path):
 
 
 def test_cnn_with_batchnorm_matches_torchscript_and_onnxruntime(tmp_path):
-    from tests.engine.conftest import cnn_bn
+    from tests.support.networks import cnn_bn
 
     onnx_path = export_onnx(cnn_bn(), torch.randn(2, 3, 8, 8), tmp_path / "cnn.onnx", dynamic={0: "b"},
                             do_constant_folding=False, training=torch.onnx.TrainingMode.PRESERVE)

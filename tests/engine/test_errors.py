@@ -11,7 +11,7 @@ import torch
 from onnx import TensorProto, helper
 
 from gradaudit.options import AuditOptions
-from tests.engine.conftest import export_onnx, mlp, save_torchscript
+from tests.support.networks import export_onnx, mlp, save_torchscript
 from gradaudit.errors import AuditError
 from worker.engine.audit import audit_network
 from worker.engine.device import resolve_device

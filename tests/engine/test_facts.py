@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from tests.diagnosis import networks as n
-from tests.engine.conftest import save_torchscript
+from suites import networks as n
+from tests.support.networks import save_torchscript
 from worker.diagnosis import recurrent
 from worker.diagnosis.facts import RecurrenceFacts
 from worker.engine.facts import _log_gradient_norms

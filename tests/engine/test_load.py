@@ -8,7 +8,7 @@ import onnx
 import pytest
 import torch
 
-from tests.engine.conftest import cnn_bn, export_onnx, mlp, save_torchscript, token_network
+from tests.support.networks import cnn_bn, export_onnx, mlp, save_torchscript, token_network
 from worker.engine.formats import load_network
 
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradaudit.options import AuditOptions
-from tests.engine.conftest import cnn_bn, export_onnx, mlp, save_torchscript, token_network
+from tests.support.networks import cnn_bn, export_onnx, mlp, save_torchscript, token_network
 from worker.engine.audit import audit_network
 from worker.engine.torchscript import taps as taps_module
 from worker.engine.torchscript.tapping import TapsUnavailable
@@ -149,7 +149,7 @@ def test_rewritten_graph_that_fails_to_run_falls_back_and_says_why(monkeypatch, 
 
 
 def test_nonfinite_output_grads_are_counted_and_json_safe(tmp_path):
-    from tests.engine.conftest import LogOfNegative
+    from tests.support.networks import LogOfNegative
 
     path = save_torchscript(LogOfNegative(), tmp_path / "nan.pt")
     result = audit(path, input_shapes={"x": [4, 4]})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.stacklib import SlowRecurrence, Stack, save_torchscript
+from tests.support.stack import SlowRecurrence, Stack, save_torchscript
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import pytest
 import requests
 from torch import nn
 
-from tests.conftest import free_port
-from tests.integration.stacklib import mlp, save_onnx, save_torchscript
+from tests.support.ports import free_port
+from tests.support.stack import mlp, save_onnx, save_torchscript
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import time
 import pytest
 from torch import nn
 
-from tests.integration.stacklib import SLOW_OPTIONS, Stack, mlp, save_onnx, save_torchscript
+from tests.support.stack import SLOW_OPTIONS, Stack, mlp, save_onnx, save_torchscript
 
 pytestmark = pytest.mark.integration
 
@@ -81,8 +81,6 @@ def test_audit_survives_sigkill_of_its_worker(stack, slow_network):
 
 def test_audit_whose_worker_always_dies_fails_as_worker_lost(make_settings, sqlite_url, redis_url, tmp_path,
                                                              slow_network):
-    from tests.integration.stacklib import Stack
-
     settings = make_settings(database_url=sqlite_url, broker_url=redis_url, heartbeat_s=0.5, stale_after_s=3,
                              max_attempts=2)
     stack = Stack(settings, tmp_path)

@@ -1,6 +1,6 @@
 """The conversion matrix: network families x opsets x exporters x batch kinds, exported and checked.
 
-Shared by tests/engine/test_conversion_matrix.py (a subset) and bench/conversion_matrix.py (all of it).
+Shared by tests/engine/onnx/test_conversion_matrix.py (a subset) and bench/conversion_matrix.py (all of it).
 A case passes when the export loads through the engine's loader, every node runs as a hookable submodule,
 its forward agrees with onnxruntime within 1e-4 (absolute) on a fresh batch, and a backward from the summed
 output reaches every parameter.

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.engine.conversion_cases import PARITY, Case, cases, check, export
+from suites.conversion import PARITY, Case, cases, check, export
+
+pytestmark = pytest.mark.slow
 
 SUBSET = cases(opsets=(13, 17, 18, 21))
 

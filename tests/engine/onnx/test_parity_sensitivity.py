@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from gradaudit.options import AuditOptions
-from tests.engine.conftest import export_onnx
+from tests.support.networks import export_onnx
 from worker.engine.audit import audit_network
 from gradaudit.errors import AuditError
 from worker.engine.onnx.parity import float64_disagreement, parity_setup

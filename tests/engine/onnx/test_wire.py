@@ -9,7 +9,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from tests.engine.conftest import export_onnx
+from tests.support.networks import export_onnx
 from gradaudit.errors import AuditError
 from worker.engine.onnx.external_data import external_tensors, load_into_proto, locate_external_data, read_array
 from worker.engine.onnx import load_network as load_onnx

@@ -2,7 +2,7 @@
 fixes the literature gives (any one of them is a right first recommendation), and its citation.
 
 `cases(sweep="full")` is the whole sweep over depth, width and seed (bench/score_diagnosis.py);
-`cases(sweep="fast")` one representative of each configuration (the test suite).
+`cases(sweep="fast")` one representative of each configuration (tests/engine/test_labelled_suite.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from gradaudit.options import AuditOptions
-from tests.diagnosis import networks as n
+from suites import networks as n
 from worker.diagnosis.flow import WARNING_DECADES
 
 GLOROT = "Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward neural networks"

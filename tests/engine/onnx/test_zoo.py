@@ -10,6 +10,8 @@ import pytest
 from gradaudit.options import AuditOptions
 from worker.engine.audit import audit_network
 
+pytestmark = pytest.mark.slow
+
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
 

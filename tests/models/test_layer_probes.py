@@ -6,7 +6,7 @@ from sqlalchemy import delete, func, select
 
 from models import audits as audit_rows
 from models.tables import Audit, LayerBatchRow
-from tests.models.test_models_audits import LAYER, claim, db, new_audit, succeed  # noqa: F401  (db: fixture)
+from tests.support.db import LAYER, claim, new_audit, succeed
 
 
 def probe_row(batch: int, **changes) -> dict:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.engine.conftest import token_network
+from tests.support.networks import token_network
 from worker.engine.torchscript.tapping import Tapping, TapsUnavailable
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from tests.diagnosis.suite import export, he2016
+import pytest
+
+from suites.diagnosis import export, he2016
 from worker.engine.audit import audit_network
+
+pytestmark = pytest.mark.slow
 
 
 def test_a_24_layer_plain_batchnorm_stack_is_a_deep_plain_stack(tmp_path):

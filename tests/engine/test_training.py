@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from gradaudit.options import AuditOptions
-from tests.engine.conftest import export_onnx, save_torchscript
+from tests.support.networks import export_onnx, save_torchscript
 from worker.engine.audit import audit_network
 
 
