@@ -1,8 +1,9 @@
 """Samples of many tensors side by side, one row each, so that their sums and counts cost a few operations per
 chunk of rows instead of a few per tensor.
 
-On CPU a small operation costs 15-30 us inside a backward pass whatever its size (2-8 us on its own), and a
-per-tensor sum, |sum| and nonzero count of its sample were a third of the probe's overhead on ResNet-50.
+On CPU a small operation inside a backward pass costs several times what it costs on its own, whatever its
+size, so per-tensor sums and counts of the samples were a large share of the probe's overhead (figures:
+docs/engine.md).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ def sample_view(values: torch.Tensor) -> torch.Tensor:
     """A view of every k-th run of SAMPLE_RUN consecutive entries of a one-dimensional tensor, at most
     SAMPLE_ENTRIES of them (at least a k-th), as rows of SAMPLE_RUN; all entries of a tensor no larger than that.
 
-    A full pass costs 0.05-0.1 ms per million floats on CPU, a sample about 0.02 ms at any size, and a share
-    estimated from it is within a percent or two. Runs of whole cache lines read 16x fewer lines than single
-    entries would; k is a prime above 7, so the runs' starts walk through every position of power-of-two and
-    7x7 layouts instead of one column of them.
+    A sample costs the same at any size, far less than a full pass over a large tensor, and a share estimated
+    from it is close to the exact one (figures: docs/engine.md). Runs of whole cache lines read 16x fewer lines
+    than single entries would; k is a prime above 7, so the runs' starts walk through every position of
+    power-of-two and 7x7 layouts instead of one column of them.
     """
     numel = values.numel()
     if numel <= SAMPLE_ENTRIES:
@@ -55,7 +56,7 @@ class SampleRows:
 
     def __init__(self):
         self._chunk: torch.Tensor | None = None
-        self._chunk_rows: tuple[torch.Tensor, ...] = ()  # made once: indexing a row costs 9 us, unbind's 1.5
+        self._chunk_rows: tuple[torch.Tensor, ...] = ()  # made once: taking a row from these is cheaper than indexing
         self._filled = 0
         self._rows = 0
         self._last_size = 0
@@ -65,8 +66,8 @@ class SampleRows:
     def add(self, values: torch.Tensor) -> tuple[int, int]:
         """Copy the sample of a one-dimensional tensor into the next row: the row's number and the sample's size.
 
-        Each torch call here costs 15-20 us inside a step on CPU (the step's kernels leave the interpreter's
-        caches cold), against 1-3 us on its own: hence as few of them as will do.
+        A torch call here costs several times more inside a step on CPU than on its own (the step's kernels
+        leave the interpreter's caches cold): hence as few of them as will do.
         """
         self._make_room(values)
         view = sample_view(values)
@@ -107,8 +108,8 @@ class SampleRows:
         rows = self._chunk[:self._filled, :self._widest]
         magnitudes = rows.abs()
         sums, abs_sums = rows.sum(1), magnitudes.sum(1)
-        # A float is nonzero exactly when its bits without the sign are (NaN included): two integer passes, at
-        # a quarter of torch.count_nonzero's time on CPU. The zero padding adds nothing to any of the totals.
+        # A float is nonzero exactly when its bits without the sign are (NaN included): two integer passes,
+        # faster than torch.count_nonzero on CPU. The zero padding adds nothing to any of the totals.
         bits = magnitudes.view(_SAME_WIDTH_INTEGER[rows.dtype])
         nonzero = bits.clamp_(max=1).sum(1, dtype=torch.int32)
         self._totals.append(torch.stack((sums.double(), abs_sums.double(), nonzero.double()), dim=1))

@@ -1,6 +1,6 @@
 """External weights of an ONNX network: confined to the folder its archive was extracted to, read into tensors.
 
-A bare .onnx refers only to itself: onnx_wire leaves its embedded weights in the file as external references.
+A bare .onnx refers only to itself: wire.py leaves its embedded weights in the file as external references.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _confined(location: str, folder: Path, tensor_name: str) -> Path:
 def locate_external_data(proto: onnx.ModelProto, folder: Path | None, own_file: Path) -> None:
     """Point every external reference at its file's absolute path, once it is confined to `folder`.
 
-    A reference to the uploaded file itself (onnx_wire leaves its weights there) is always allowed; folder None
+    A reference to the uploaded file itself (wire.py leaves its weights there) is always allowed; folder None
     (a bare .onnx upload) allows only those.
     """
     for tensor in external_tensors(proto.graph):

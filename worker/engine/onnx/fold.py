@@ -64,7 +64,7 @@ def initializers_for_identities(graph: onnx.GraphProto) -> None:
     ones) and names the others as Identity nodes of that one; with do_constant_folding=False it routes every
     weight through an Identity. Either way each name is a parameter of the user's network with its own
     gradient, and the converter only gives a Conv or Gemm its weights when they are initializers. A copy of a
-    reference to weights left in their file (onnx_wire) is a copy of the reference, not of the weights.
+    reference to weights left in their file (wire.py) is a copy of the reference, not of the weights.
     """
     initializers = {t.name: t for t in graph.initializer}
     outputs = {o.name for o in graph.output}

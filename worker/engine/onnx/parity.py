@@ -45,7 +45,7 @@ def onnxruntime_outputs(path: Path, inputs: dict[str, torch.Tensor]) -> tuple[li
 def _one_run_options() -> onnxruntime.SessionOptions:
     options = onnxruntime.SessionOptions()
     # Prepacking stores a second, GEMM-friendly copy of every MatMul weight: worth it over many runs, not for
-    # one (a 380 MB transformer's session peaked at 1.68x its weights with it, 1.11x without).
+    # one, where it only raises the session's peak memory (docs/engine.md).
     options.add_session_config_entry("session.disable_prepacking", "1")
     return options
 
@@ -53,8 +53,8 @@ def _one_run_options() -> onnxruntime.SessionOptions:
 def _return_freed_memory() -> None:
     """Hand the memory onnxruntime freed back to the OS before the network's own weights are read.
 
-    glibc keeps freed heap pages for reuse; after a session of a 380 MB transformer it kept 0.7x the weights,
-    which the audit's peak then carried on top of the weights and their gradients.
+    glibc keeps freed heap pages for reuse; after a session it keeps a sizeable share of the weights' size,
+    which the audit's peak would then carry on top of the weights and their gradients (docs/engine.md).
     """
     if _LIBC is not None:
         _LIBC.malloc_trim(0)

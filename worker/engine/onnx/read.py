@@ -76,7 +76,7 @@ def skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
     tensors elsewhere (Constant attributes, subgraph initializers) that live in other files left empty.
 
     The checker reads the graph, not the weights; handed the whole proto it serializes it and parses it
-    again in C++, two more copies of the weights at once (3.6x their size at the peak of a 477 MB load).
+    again in C++, two more copies of the weights at once (docs/engine.md has the peak this cost).
     It would also look for external files relative to the working directory, or refuse absolute paths;
     external_data.py confines and reads them instead.
     """

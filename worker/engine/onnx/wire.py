@@ -1,7 +1,7 @@
 """Read an ONNX file's graph while leaving its weights' bytes in the file.
 
 Protobuf parses a file whole and frees a parsed message's memory only with the whole message, so a parsed
-500 MB network and the tensors converted from it would hold the weights twice. Instead the file is walked at
+network and the tensors converted from it would hold the weights twice. Instead the file is walked at
 the protobuf wire level, through the three messages that lead to weights (model, graph, initializer), and each
 initializer's raw bytes are skipped: the parsed graph gets the ONNX spec's external-data reference to them
 (location, offset, length in this same file), as if the exporter had saved them beside it. Weights embedded
