@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from flask import Flask
 
-from celery import Celery
-from flask import Flask, current_app
-from sqlalchemy.orm import Session, sessionmaker
-
+from api.services import Services
 from gradaudit.artifacts import ArtifactStore
 from gradaudit.queue import make_celery
 from gradaudit.settings import Settings, load_settings
@@ -15,16 +12,6 @@ from models.database import make_engine, make_session_factory
 
 # Multipart framing and the `options` field ride on top of the file itself.
 FORM_OVERHEAD_BYTES = 1024 * 1024
-
-
-@dataclass
-class Services:
-    """What the views need, built once per app."""
-
-    settings: Settings
-    sessions: sessionmaker[Session]
-    store: ArtifactStore
-    celery: Celery
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -51,8 +38,3 @@ def _register_blueprints(app: Flask) -> None:
 
     for blueprint in (problems, audits, health, openapi):
         app.register_blueprint(blueprint)
-
-
-def services() -> Services:
-    """The current app's services."""
-    return current_app.extensions["gradaudit"]

@@ -8,8 +8,8 @@ from flask import Blueprint, request, url_for
 from pydantic import ValidationError
 from werkzeug.datastructures import FileStorage
 
-from api import services
 from api.problems import failed_audit_problem, problem
+from api.services import services
 from api.views import audit_json, page_json
 from gradaudit.artifacts import ArtifactTooLarge
 from gradaudit.formats import UnsupportedFormat, network_format, sniff_format

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint
 from sqlalchemy import text
 
-from api import services
+from api.services import services
 
 health = Blueprint("health", __name__)
 

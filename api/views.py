@@ -9,6 +9,7 @@ from flask import url_for
 
 from models.tables import Audit, as_utc
 
+
 def _timestamp(moment: datetime | None) -> str | None:
     if moment is None:
         return None

@@ -25,8 +25,8 @@ LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
 def audit_one(path: Path) -> dict:
     """Audit one network in this process; its time, peak RSS and the figures that matter."""
-    from gradaudit.options import AuditOptions
     from gradaudit.errors import AuditError
+    from gradaudit.options import AuditOptions
     from worker.engine.audit import audit_network
 
     start = time.perf_counter()

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,8 +34,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.memory import peak, reset_peak  # noqa: E402
-from worker.engine.output_stats import Recorder  # noqa: E402
 from worker.engine.formats import load_network, taps_for  # noqa: E402
+from worker.engine.output_stats import Recorder  # noqa: E402
 from worker.engine.probe import make_loss, pick_output, run_probe  # noqa: E402
 
 TIME_TARGET, MEMORY_TARGET = 1.15, 1.3

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gradaudit.errors import AuditError  # noqa: E402
 from suites.baselines import autotrainer, sagemaker  # noqa: E402
 from suites.diagnosis import cases, export  # noqa: E402
-from worker.engine.audit import audit_network  # noqa: E402
 from worker.diagnosis.diagnose import FINDING_CODES  # noqa: E402
+from worker.engine.audit import audit_network  # noqa: E402
 
 SCORED = ("gradaudit", "autotrainer", "sagemaker")
 BASELINE_CODES = {"autotrainer": {"vanishing_gradient", "exploding_gradient", "dead_relu"},

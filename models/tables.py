@@ -8,12 +8,21 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
-from typing import get_args, get_type_hints
-
-from sqlalchemy import (JSON, BigInteger, CheckConstraint, Column, DateTime, Float, ForeignKey, Integer, String, Table,
-                        Text)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    Text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from gradaudit.schema import BATCH_ROW_FIELDS, LAYER_FIELDS, BatchRow, LayerRecord

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from models.migrate import upgrade_database
 from gradaudit.settings import Settings, load_settings
+from models.migrate import upgrade_database
 from tests.support.ports import free_port
 
 REQUIRE_SERVICES = os.environ.get("GRADAUDIT_TEST_REQUIRE_SERVICES") == "1"

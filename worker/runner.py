@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Callable
 from celery.exceptions import SoftTimeLimitExceeded
 
 from gradaudit.archives import ArchiveRefused, opened_network
+from gradaudit.errors import AuditError
 from gradaudit.options import AuditOptions
 from gradaudit.settings import Settings
 from models import audits as audit_rows
 from models.audits import Claim
 from worker.context import WorkerContext, owner_is_dead, worker_id
-from gradaudit.errors import AuditError
 from worker.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,8 @@ import warnings
 import pytest
 
 from api import create_app
+from models import audits as audit_rows
+from tests.support.api_rows import SHA256
 
 
 @pytest.fixture
@@ -145,3 +147,17 @@ def decode_task_message(message: dict) -> tuple[str, list]:
 def decode_message():
     """decode_task_message, for tests that read messages from a real broker."""
     return decode_task_message
+
+
+@pytest.fixture
+def new_audit(services):
+    """Insert a queued audit; returns its id."""
+
+    def insert() -> str:
+        with services.sessions() as db_session:
+            audit = audit_rows.create_audit(db_session=db_session, artifact_sha256=SHA256,
+                                            artifact_format="torchscript", artifact_size=100, filename="net.pt",
+                                            options={"batch_size": 8})
+            return audit.id
+
+    return insert

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from tests.api.test_api_reports import LAYERS, claim, new_audit  # noqa: F401  (new_audit: fixture)
 from models import audits as audit_rows
+from tests.support.api_rows import LAYERS, claim
 
 
 def batch(index: int, *, norm: float, mean: float, std: float, zeros: int) -> dict:

@@ -63,7 +63,7 @@ def test_layer_schema_names_the_twelve_statistics_and_the_output_statistics(clie
 
 
 def test_report_schemas_are_derived_from_the_records(client):
-    from gradaudit.schema import LAYER_FIELDS, BATCH_ROW_FIELDS
+    from gradaudit.schema import BATCH_ROW_FIELDS, LAYER_FIELDS
 
     schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
     assert set(LAYER_FIELDS) < set(schemas["ReportLayer"]["properties"])

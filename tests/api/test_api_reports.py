@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import pytest
 
 from models import audits as audit_rows
+from tests.support.api_rows import LAYERS, SHA256, claim
 
 PROBLEM_JSON = "application/problem+json"
-SHA256 = "ab" * 32
 
 NETWORK = {"format": "torchscript", "parameters": 23, "layers": 2}
 SETUP = {"device": "cpu", "batch_size": 8, "seed": 0, "loss": "sum", "input_shapes": {"x": [8, 4]}}
@@ -19,19 +18,9 @@ FINDINGS = [{"code": "vanishing_gradients", "severity": "warning", "title": "Gra
              "recommendations": [{"code": "residual", "text": "add skip connections"}]}]
 
 
-def layer(name: str, depth: int, grad_norm: float) -> dict:
-    """One layer row as the engine hands it over: all twelve statistics."""
-    return {"name": name, "kind": "Linear", "depth": depth, "parameters": 15 - depth * 7,
-            "weight_norm": 1.5, "grad_norm": grad_norm, "grad_mean_abs": grad_norm / 10,
-            "grad_std": 0.01, "grad_max_abs": grad_norm * 2, "grad_zero_fraction": 0.25,
-            "grad_nonfinite": 0, "grad_to_weight": grad_norm / 1.5}
-
-
 # What the report adds to a layer stored without per-batch rows.
 UNMEASURED = {"output_grad": None, "activation": None}
 
-# Deliberately stored out of depth order: the API must sort them.
-LAYERS = [layer("2", 1, 0.5), layer("0", 0, 1e-6)]
 
 
 def problem(response, status: int, code: str) -> dict:
@@ -41,29 +30,6 @@ def problem(response, status: int, code: str) -> dict:
     body = json.loads(response.get_data())
     assert (body["status"], body["code"]) == (status, code)
     return body
-
-
-@pytest.fixture
-def new_audit(services):
-    """Insert a queued audit; returns its id."""
-
-    def insert() -> str:
-        with services.sessions() as db_session:
-            audit = audit_rows.create_audit(db_session=db_session, artifact_sha256=SHA256,
-                                            artifact_format="torchscript", artifact_size=100, filename="net.pt",
-                                            options={"batch_size": 8})
-            return audit.id
-
-    return insert
-
-
-def claim(services, audit_id: str, worker_id: str = "worker-1") -> None:
-    """Claim the audit for a worker, as the task does."""
-    with services.sessions() as db_session:
-        outcome = audit_rows.claim_audit(db_session=db_session, audit_id=audit_id, worker_id=worker_id,
-                                         stale_after=timedelta(seconds=30), max_attempts=3,
-                                         owner_is_dead=lambda _owner: False)
-    assert outcome == audit_rows.Claim.CLAIMED
 
 
 def succeed(services, audit_id: str) -> None:

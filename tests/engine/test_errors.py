@@ -10,9 +10,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from gradaudit.errors import AuditError
 from gradaudit.options import AuditOptions
 from tests.support.networks import export_onnx, mlp, save_torchscript
-from gradaudit.errors import AuditError
 from worker.engine.audit import audit_network
 from worker.engine.device import resolve_device
 

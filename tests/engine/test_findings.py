@@ -7,8 +7,8 @@ import torch
 
 from gradaudit.options import AuditOptions
 from tests.support.networks import LogOfNegative, deep_sigmoid, export_onnx, save_torchscript
-from worker.engine.audit import audit_network
 from worker.diagnosis.diagnose import FINDING_CODES, RECOMMENDATION_CODES
+from worker.engine.audit import audit_network
 
 
 def _assert_well_formed(finding):

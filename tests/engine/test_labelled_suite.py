@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from suites.diagnosis import cases, export
-from worker.engine.audit import audit_network
 from worker.diagnosis.diagnose import FINDING_CODES, RECOMMENDATION_CODES
+from worker.engine.audit import audit_network
 
 ONNX_SUBSET = ("glorot_sigmoid_d6", "zhang_unnormalised", "negative_bias_-3", "healthy_transformer",
                "pascanu_contracting", "symmetric_zero_relu")

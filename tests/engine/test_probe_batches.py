@@ -11,8 +11,15 @@ import torch
 from gradaudit.options import AuditOptions
 from tests.support.networks import export_onnx, mlp, token_network
 from worker.engine.audit import audit_network
-from worker.engine.output_stats import (Recorder, activation_statistics, activation_sums, flat_entries,
-                                            grad_statistics, grad_sums, moved_at_once)
+from worker.engine.output_stats import (
+    Recorder,
+    activation_statistics,
+    activation_sums,
+    flat_entries,
+    grad_statistics,
+    grad_sums,
+    moved_at_once,
+)
 from worker.engine.sample_rows import SampleRows, sample_view
 
 

@@ -9,9 +9,9 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
-from models.migrate import alembic_config, upgrade_database
 from models.base import Base
 from models.database import make_engine
+from models.migrate import alembic_config, upgrade_database
 
 TABLES = {"audits", "layer_stats", "layer_probes"}
 

@@ -12,7 +12,16 @@ from models import audits as audit_rows
 from models.audits import Claim
 from models.tables import Audit, LayerRow, as_utc, utcnow
 from tests.support.db import (
-    LAYER, RESULT, STALE_AFTER, claim, fail, layers_of, new_audit, reread, set_columns, succeed,
+    LAYER,
+    RESULT,
+    STALE_AFTER,
+    claim,
+    fail,
+    layers_of,
+    new_audit,
+    reread,
+    set_columns,
+    succeed,
 )
 
 

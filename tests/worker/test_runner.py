@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from gradaudit.errors import AuditError
 from gradaudit.options import AuditOptions
 from models import audits as audit_rows
 from models.audits import Claim
 from worker.context import build_context
 from worker.engine.audit import audit_network
-from gradaudit.errors import AuditError
 from worker.runner import execute_audit
 
 

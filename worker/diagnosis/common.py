@@ -63,7 +63,7 @@ class Context:
 
 def finding(code: str, severity: str, title: str, layers: list[str], evidence: dict[str, Any],
             confidence: float) -> dict[str, Any]:
-    """A finding as the report stores it; recommendations are added by remedy."""
+    """A finding as the report stores it; recommendations are added by recommendations.py."""
     return {"code": code, "severity": severity, "title": title, "layers": layers, "evidence": evidence,
             "confidence": round(max(0.05, min(1.0, confidence)), 2), "recommendations": []}
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from gradaudit.schema import LayerRecord
 from worker.diagnosis import architecture, flow, initialization, nonfinite, recurrent, units
 from worker.diagnosis.common import SEVERITY_RANK, Context
-from gradaudit.schema import LayerRecord
 from worker.diagnosis.facts import NetworkFacts
 from worker.diagnosis.recommendations import RECOMMENDATION_CODES, recommend
 

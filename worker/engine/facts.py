@@ -9,8 +9,7 @@ import math
 import torch
 
 from gradaudit.schema import LayerRecord
-from worker.diagnosis.facts import (PLAIN, RECURRENT, WEIGHT, LayerRole, NetworkFacts, RecurrenceFacts,
-                                    WeightFacts)
+from worker.diagnosis.facts import PLAIN, RECURRENT, WEIGHT, LayerRole, NetworkFacts, RecurrenceFacts, WeightFacts
 from worker.engine.network import Layer, LoadedNetwork
 from worker.engine.parameter_stats import CHUNK_ELEMENTS
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gradaudit.options import AuditOptions
 from gradaudit.errors import AuditError
+from gradaudit.options import AuditOptions
 from worker.engine.network import InputSpec
 
 

@@ -4,6 +4,7 @@ operator, and the structure of its graph."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 import torch
 
 from worker.diagnosis.facts import LayerRole, Structure

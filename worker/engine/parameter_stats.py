@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from worker.engine.network import Layer
 from gradaudit.schema import LayerRecord
+from worker.engine.network import Layer
 
 # Column order of the per-layer row computed on the device.
 _COLUMNS = (

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from worker.engine.output_stats import Recorder
 from gradaudit.errors import AuditError, one_line
+from worker.engine.output_stats import Recorder
 
 
 @dataclass(frozen=True)

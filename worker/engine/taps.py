@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from worker.engine.network import Layer
 from worker.engine.output_stats import Recorder
-from worker.engine.network import Layer, LoadedNetwork
+
 
 @dataclass
 class Taps:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from gradaudit.errors import AuditError, one_line
 from gradaudit.options import AuditOptions
 from worker.engine.batches import ProbeBatches
-from gradaudit.errors import AuditError, one_line
 from worker.engine.probe import FirstOutput, make_loss, pick_output
 
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from cli.local import audit_file
+from gradaudit.errors import AuditError
 from gradaudit.options import AuditOptions
 from gradaudit.settings import load_settings
 from tests.support.networks import export_onnx, mlp
 from worker.engine.audit import audit_network
-from gradaudit.errors import AuditError
 from worker.engine.onnx import load_network as load_onnx
 
 OPTIONS = AuditOptions(input_shapes={"x": [4, 6]})

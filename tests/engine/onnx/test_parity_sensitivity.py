@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from gradaudit.errors import AuditError
 from gradaudit.options import AuditOptions
 from tests.support.networks import export_onnx
 from worker.engine.audit import audit_network
-from gradaudit.errors import AuditError
 from worker.engine.onnx.parity import float64_disagreement, parity_setup
 
 

@@ -9,10 +9,10 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from tests.support.networks import export_onnx
 from gradaudit.errors import AuditError
-from worker.engine.onnx.external_data import external_tensors, load_into_proto, locate_external_data, read_array
+from tests.support.networks import export_onnx
 from worker.engine.onnx import load_network as load_onnx
+from worker.engine.onnx.external_data import external_tensors, load_into_proto, locate_external_data, read_array
 from worker.engine.onnx.prepare import prepare
 from worker.engine.onnx.wire import SMALLEST_LEFT_IN_FILE, read_without_weights
 

@@ -16,9 +16,10 @@ from onnx2pytorch.convert.operations import get_buffer_name
 
 from gradaudit.errors import AuditError, one_line
 from worker.engine.network import NodeInfo
-from worker.engine.onnx.ops import runtime_module
 from worker.engine.onnx.graph import LAYOUT_OPS, SHAPE_OPS, names_read_by_subgraphs
+from worker.engine.onnx.ops import runtime_module
 from worker.engine.onnx.prepare import FLOAT_TYPES, RUNTIME_WEIGHT_OPS, graph_inputs, nodes_fed_by, prepare
+
 
 class Concat(torch.nn.Module):
     """ONNX Concat as a module, so hooks see it (onnx2pytorch leaves a bare functools.partial)."""

@@ -8,7 +8,6 @@ import functools
 import inspect
 from collections import Counter
 from collections.abc import Callable, Collection
-
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,9 +18,13 @@ from onnx2pytorch.convert import operations as converter_operations
 
 from gradaudit.errors import AuditError
 from worker.engine.onnx.external_data import external_tensors, load_into_proto, read_array
+from worker.engine.onnx.fold import (
+    add_initializer_copy,
+    drop_unused_initializers,
+    fold_constants,
+    initializers_for_identities,
+)
 from worker.engine.onnx.graph import DEFAULT_DOMAINS, all_nodes, names_read_by_subgraphs, nodes_in_bodies
-from worker.engine.onnx.fold import (add_initializer_copy, drop_unused_initializers, fold_constants,
-                                     initializers_for_identities)
 from worker.engine.onnx.ops import attributes
 
 # A placeholder onnx2pytorch turns into a plain module fed every input; we swap in our own after conversion.

@@ -11,13 +11,14 @@ import onnx
 import torch
 
 from gradaudit.errors import AuditError, one_line
-from worker.engine.onnx.external_data import external_tensors, locate_external_data
 from worker.engine.network import InputSpec, Layer, LoadedNetwork
 from worker.engine.onnx.convert import ConvertedNetwork, convert_onnx
+from worker.engine.onnx.external_data import external_tensors, locate_external_data
 from worker.engine.onnx.prepare import refuse_unsupported
 from worker.engine.onnx.structure import structure
 from worker.engine.onnx.vocabulary import OP_COUNT_NAMES, ROLES
 from worker.engine.onnx.wire import read_without_weights
+
 
 @dataclass
 class OnnxGraph:

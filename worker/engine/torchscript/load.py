@@ -13,6 +13,7 @@ from worker.engine.network import InputSpec, Layer, LoadedNetwork
 from worker.engine.torchscript.structure import structure
 from worker.engine.torchscript.vocabulary import OP_COUNT_NAMES, ROLES
 
+
 def load_torchscript(path: Path) -> LoadedNetwork:
     """Load a TorchScript archive into a LoadedNetwork (inputs have no declared shapes)."""
     try:
