@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
 from typing_extensions import (
     TypedDict,  # pydantic reads these for the OpenAPI schemas; typing's lacks what it needs before 3.12
@@ -254,23 +254,12 @@ class NetworkSummary(TypedDict, total=False):
     sha256: str
 
 
-class ReportLayer(TypedDict):
-    """A layer as the report shows it: a LayerRecord's statistics, its batch rows summarised."""
-
-    name: str
-    kind: str
-    depth: int
-    parameters: int
-    weight_norm: float
-    grad_norm: float
-    grad_mean_abs: float
-    grad_std: float
-    grad_max_abs: float
-    grad_zero_fraction: float
-    grad_nonfinite: int
-    grad_to_weight: float
-    output_grad: OutputGradSummary | None
-    activation: ActivationSummary | None
+# A layer as the report shows it: a LayerRecord's statistics, its batch rows summarised.
+ReportLayer = TypedDict("ReportLayer", {
+    **{name: hint for name, hint in get_type_hints(LayerRecord).items() if name != "batch_rows"},
+    "output_grad": OutputGradSummary | None,
+    "activation": ActivationSummary | None,
+})
 
 
 class Report(TypedDict):
