@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 LossName = Literal["auto", "sum", "mse", "cross_entropy"]
+NormalizationMode = Literal["auto", "batch", "running"]
 OptimizerName = Literal["sgd", "adam"]
 
 
@@ -26,6 +27,10 @@ class AuditOptions(BaseModel):
     train_steps: int = Field(default=0, ge=0, le=200)
     optimizer: OptimizerName = "sgd"
     learning_rate: float = Field(default=0.01, gt=0, le=10)
+    # BatchNorm statistics during the probe: "auto" uses batch statistics where the running ones are still at
+    # their initial values (an untrained network, probed as it trains) and running ones elsewhere; "batch" and
+    # "running" force one for every layer.
+    normalization: NormalizationMode = "auto"
 
     @field_validator("input_shapes")
     @classmethod

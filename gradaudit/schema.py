@@ -243,6 +243,10 @@ class Setup(TypedDict, total=False):
     float32_rounding_sensitivity: float | None
     onnxruntime_parity: str
     training: Training
+    normalization_mode: Literal["none", "batch", "running", "mixed"]  # BatchNorm statistics during the probe
+    normalization_option: str
+    normalization_rule: str
+    normalization_layers: dict[str, list[str]]  # batch_statistics / running_statistics: layer names
 
 
 class NetworkSummary(TypedDict, total=False):

@@ -124,7 +124,7 @@ def test_saturated_sigmoid_and_dead_relu_show_in_activation_stats(tmp_path, fmt)
 
 
 def test_rewrite_that_cannot_be_built_falls_back_to_parameter_statistics(monkeypatch, mlp_script):
-    def refuse(_module):
+    def refuse(*_arguments):
         raise TapsUnavailable("forced for the test")
 
     monkeypatch.setattr(taps_module, "Tapping", refuse)

@@ -1,5 +1,5 @@
-"""One audit, top to bottom: open the network, optionally train it briefly, probe it with every layer output
-tapped, measure each layer, hand the facts to the diagnosis."""
+"""One audit, top to bottom: open the network, choose the statistics its BatchNorm uses, optionally train it
+briefly, probe it with every layer output tapped, measure each layer, hand the facts to the diagnosis."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ from worker.diagnosis.diagnose import diagnose, verdict
 from worker.engine.batches import ProbeBatches, probe_batches
 from worker.engine.device import resolve_device
 from worker.engine.facts import network_facts
-from worker.engine.formats import OpenedNetwork, open_network, taps_for
+from worker.engine.formats import OpenedNetwork, open_network, taps_for, use_batch_statistics
 from worker.engine.network import LoadedNetwork
+from worker.engine.normalization import batch_statistics
+from worker.engine.normalization import setup_entries as normalization_setup
 from worker.engine.output_stats import SAMPLING_RULE, Recorder
 from worker.engine.parameter_stats import layer_records
-from worker.engine.probe import FirstOutput, run_probe
+from worker.engine.probe import FirstOutput, exported_output, run_probe
 from worker.engine.taps import Taps, observed_layers
 from worker.engine.torchscript.tapping import TapsUnavailable
 from worker.engine.training import train_briefly
@@ -56,9 +58,14 @@ def audit_network(
                           lambda specs: probe_batches(specs, options, inputs_path))
     network, batches = opened.network, opened.batches
     module = _trainable_on(network.module, device)
+    on_batch_statistics = batch_statistics(network.batch_norms, options.normalization)
+    # Parity compares with the network as exported, so it is taken before BatchNorm changes its statistics.
+    early = _parity_as_exported(opened, module, batches, device) if on_batch_statistics else None
+    use_batch_statistics(network, on_batch_statistics)
     training, untrained = train_briefly(module, batches, options, device)  # options.train_steps updates, if any
     first_output, taps, recorder = _probe(module, taps_for(network), batches, options.loss, device)
-    parity = _parity(opened, untrained or first_output, None if untrained else (module, batches, device))
+    parity = early if early is not None else _parity(opened, untrained or first_output,
+                                                    None if untrained else (module, batches, device))
     per_batch, losses = recorder.fetch()
     observed, batch_rows = observed_layers(taps.layers, _per_layer(per_batch, batches.seeds, taps))
     layers, weight_nonfinite = layer_records(module, observed, batch_rows)
@@ -69,7 +76,8 @@ def audit_network(
     return EngineResult(
         network={"format": network.format, "parameters": sum(s.parameters for s in layers), "layers": len(layers)},
         setup={**_setup(network, batches, first_output, options, device), **_probe_setup(taps, losses, loss_value),
-               **parity, **training},
+               **parity, **training,
+               **normalization_setup(network.batch_norms, on_batch_statistics, options.normalization)},
         layers=layers,
         findings=findings,
         verdict=verdict(findings),
@@ -154,6 +162,15 @@ def _output_name(network: LoadedNetwork, index: int) -> str:
     if index < len(network.output_names):
         return network.output_names[index]
     return f"output[{index}]"
+
+
+def _parity_as_exported(opened: OpenedNetwork, module: torch.nn.Module, batches: ProbeBatches,
+                        device: str) -> dict | None:
+    """The parity entries from a forward pass of the network as loaded; None where the format has no parity."""
+    if opened.parity is None:
+        return None
+    inputs = [tensor.to(device) for tensor in batches.inputs[0].values()]
+    return _parity(opened, exported_output(module, inputs), (module, batches, device))
 
 
 def _parity(opened: OpenedNetwork, first_output: FirstOutput, uploaded: tuple | None) -> dict:

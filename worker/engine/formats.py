@@ -56,8 +56,14 @@ def taps_for(network: LoadedNetwork) -> Taps:
     return adapter(network.format).layer_taps(network)
 
 
+def use_batch_statistics(network: LoadedNetwork, names: list[str]) -> None:
+    """Have the named BatchNorm layers normalise with batch statistics from now on (worker/engine/normalization.py)."""
+    if names:
+        adapter(network.format).use_batch_statistics(network, names)
+
+
 def adapter(network_format: str) -> ModuleType:
-    """The adapter module of a format: open_network, load_network, layer_taps."""
+    """The adapter module of a format: open_network, load_network, layer_taps, use_batch_statistics."""
     if network_format not in _ADAPTERS:
         raise AuditError("unsupported_format", f"unknown network format {network_format!r}")
     return importlib.import_module(_ADAPTERS[network_format])

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from worker.diagnosis.facts import LayerRole, Structure
+from worker.engine.normalization import BatchNormLayer
 
 
 @dataclass(frozen=True)
@@ -56,4 +57,7 @@ class LoadedNetwork:
     nodes: list[NodeInfo] = field(default_factory=list)  # ONNX only: every node, in topological order
     roles: dict[str, LayerRole] = field(default_factory=dict)  # by layer kind, in the format's own op names
     structure: Structure | None = None  # None where the graph could not be walked
+    batch_norms: list[BatchNormLayer] = field(default_factory=list)
+    # TorchScript: the BatchNorm modules the taps' graph runs on batch statistics (ONNX switches its modules)
+    batch_statistics: set[str] = field(default_factory=set)
 

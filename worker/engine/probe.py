@@ -50,6 +50,16 @@ def _one_batch(forward: Callable, inputs: list[torch.Tensor], *, loss: str, seed
     return FirstOutput(output.detach(), index, loss_name)
 
 
+def exported_output(forward: Callable, inputs: list[torch.Tensor]) -> FirstOutput:
+    """The output the loss would be taken of on one batch, from a forward pass alone (no loss applied)."""
+    try:
+        outputs = forward(*inputs)
+    except Exception as exc:
+        raise AuditError("forward_failed", one_line(exc)) from None
+    index, output = pick_output(outputs)
+    return FirstOutput(output.detach(), index, "")
+
+
 def _average_gradients(module: torch.nn.Module, batches: int) -> None:
     if batches > 1:
         for parameter in module.parameters():

@@ -13,10 +13,10 @@ from pathlib import Path
 from worker.engine.formats import MakeBatches, OpenedNetwork
 from worker.engine.network import LoadedNetwork
 from worker.engine.onnx.parity import onnxruntime_outputs, parity_check
-from worker.engine.onnx.read import convert_graph, read_onnx
+from worker.engine.onnx.read import convert_graph, read_onnx, use_batch_statistics
 from worker.engine.onnx.taps import layer_taps
 
-__all__ = ["layer_taps", "load_network", "open_network"]
+__all__ = ["layer_taps", "load_network", "open_network", "use_batch_statistics"]
 
 
 def open_network(path: Path, external_data_dir: Path | None, make_batches: MakeBatches) -> OpenedNetwork:

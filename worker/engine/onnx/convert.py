@@ -16,6 +16,7 @@ from onnx2pytorch.convert.operations import get_buffer_name
 
 from gradaudit.errors import AuditError, one_line
 from worker.engine.network import NodeInfo
+from worker.engine.normalization import normalise_with_batch_statistics
 from worker.engine.onnx.graph import LAYOUT_OPS, SHAPE_OPS, names_read_by_subgraphs
 from worker.engine.onnx.ops import runtime_module
 from worker.engine.onnx.prepare import FLOAT_TYPES, RUNTIME_WEIGHT_OPS, graph_inputs, nodes_fed_by, prepare
@@ -43,6 +44,7 @@ class ConvertedNetwork:
     nodes: list[NodeInfo]
     promoted: dict[str, str]
     warnings: list[str]
+    batch_statistics: set[str]  # names of BatchNormalization nodes exported in training mode
 
 
 def convert_onnx(proto: onnx.ModelProto, *, take: bool = False) -> ConvertedNetwork:
@@ -68,7 +70,17 @@ def convert_onnx(proto: onnx.ModelProto, *, take: bool = False) -> ConvertedNetw
     nodes = [NodeInfo(n.name, n.op_type, depth, module.mapping[n.output[0]], n.op_type in LAYOUT_OPS,
                       reads_data=n.name in on_data) for depth, n in enumerate(graph.node)]
     module.onnx_model = _without_initializers(module.onnx_model)
-    return ConvertedNetwork(module.eval(), nodes, promoted, caught)
+    module.eval()
+    for node in graph.node:
+        if node.name in prepared.batch_statistics:
+            normalise_with_batch_statistics(batch_norm_module(module, node))
+    return ConvertedNetwork(module, nodes, promoted, caught, prepared.batch_statistics)
+
+
+def batch_norm_module(module: ConvertModel, node: onnx.NodeProto) -> torch.nn.modules.batchnorm._BatchNorm:
+    """The torch BatchNorm that computes a converted BatchNormalization node."""
+    wrapper = getattr(module, module.mapping[node.output[0]])
+    return wrapper.bnu
 
 
 def _nodes_reading_data(graph: onnx.GraphProto, parameters: set[str]) -> set[str]:

@@ -17,6 +17,7 @@ from onnx import numpy_helper
 from onnx2pytorch.convert import operations as converter_operations
 
 from gradaudit.errors import AuditError
+from worker.engine.onnx.batch_norm import take_training_modes
 from worker.engine.onnx.external_data import external_tensors, load_into_proto, read_array
 from worker.engine.onnx.fold import (
     add_initializer_copy,
@@ -47,6 +48,7 @@ class Prepared:
     recurrent_states: set[str]
     runtime_nodes: dict[str, onnx.NodeProto]
     weights: dict[str, torch.Tensor]  # the runtime nodes' weights and biases, taken out of the proto
+    batch_statistics: set[str]  # BatchNormalization nodes exported in training mode (batch statistics)
 
 
 def prepare(proto: onnx.ModelProto, *, take: bool = False) -> Prepared:
@@ -60,6 +62,7 @@ def prepare(proto: onnx.ModelProto, *, take: bool = False) -> Prepared:
     prepared = proto if take else copy.deepcopy(proto)  # conversion mutates its input (it fuses MatMul+Add)
     graph = prepared.graph
     _name_nodes(graph)
+    training_modes = take_training_modes(graph)
     _initializer_outputs_from_nodes(graph)
     initializers_for_identities(graph)
     drop_unused_initializers(graph)  # before loading: one read only through an Identity now has its own copy
@@ -76,7 +79,7 @@ def prepare(proto: onnx.ModelProto, *, take: bool = False) -> Prepared:
     weights = _take_initializers(graph, runtime, transposed=_linear_layout(graph, held, runtime) - stored_out_in)
     _load_external_tensors(graph, keep=set())  # anything the rewrites left in its file
     _fold_gemm_scales(graph, held, weights)
-    return Prepared(prepared, states, held, weights)
+    return Prepared(prepared, states, held, weights, training_modes)
 
 
 def _matmul_by_weights_as_stored(graph: onnx.GraphProto) -> set[str]:

@@ -12,7 +12,8 @@ import torch
 
 from gradaudit.errors import AuditError, one_line
 from worker.engine.network import InputSpec, Layer, LoadedNetwork
-from worker.engine.onnx.convert import ConvertedNetwork, convert_onnx
+from worker.engine.normalization import BatchNormLayer, has_initial_statistics, normalise_with_batch_statistics
+from worker.engine.onnx.convert import ConvertedNetwork, batch_norm_module, convert_onnx
 from worker.engine.onnx.external_data import external_tensors, locate_external_data
 from worker.engine.onnx.prepare import refuse_unsupported
 from worker.engine.onnx.structure import structure
@@ -58,7 +59,25 @@ def convert_graph(graph: OnnxGraph) -> LoadedNetwork:
         output_names=graph.output_names,
         roles=ROLES,
         structure=structure(converted.module.onnx_model.graph),
+        batch_norms=_batch_norms(converted),
     )
+
+
+def _batch_norms(converted: ConvertedNetwork) -> list[BatchNormLayer]:
+    layers = []
+    for node in converted.module.onnx_model.graph.node:
+        if node.op_type == "BatchNormalization":
+            norm = batch_norm_module(converted.module, node)
+            layers.append(BatchNormLayer(node.name, has_initial_statistics(norm.running_mean, norm.running_var),
+                                         node.name in converted.batch_statistics))
+    return layers
+
+
+def use_batch_statistics(network: LoadedNetwork, names: list[str]) -> None:
+    """Have the named BatchNormalization nodes normalise with batch statistics."""
+    for node in network.module.onnx_model.graph.node:
+        if node.name in names:
+            normalise_with_batch_statistics(batch_norm_module(network.module, node))
 
 
 def _op_counts(graph: onnx.GraphProto) -> dict[str, int]:

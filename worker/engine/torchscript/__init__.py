@@ -10,7 +10,7 @@ from worker.engine.network import LoadedNetwork
 from worker.engine.torchscript.load import load_torchscript
 from worker.engine.torchscript.taps import layer_taps
 
-__all__ = ["layer_taps", "load_network", "open_network"]
+__all__ = ["layer_taps", "load_network", "open_network", "use_batch_statistics"]
 
 
 def open_network(path: Path, external_data_dir: Path | None, make_batches: MakeBatches) -> OpenedNetwork:
@@ -22,3 +22,8 @@ def open_network(path: Path, external_data_dir: Path | None, make_batches: MakeB
 def load_network(path: Path, external_data_dir: Path | None = None) -> LoadedNetwork:
     """Load a TorchScript archive; external_data_dir has no meaning for it."""
     return load_torchscript(path)
+
+
+def use_batch_statistics(network: LoadedNetwork, names: list[str]) -> None:
+    """Have the named BatchNorm modules normalise with batch statistics in the tapped graph the probe runs."""
+    network.batch_statistics = set(names)

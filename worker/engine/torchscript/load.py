@@ -10,6 +10,7 @@ import torch
 
 from gradaudit.errors import AuditError, one_line
 from worker.engine.network import InputSpec, Layer, LoadedNetwork
+from worker.engine.torchscript.normalization import attribute_path, batch_norm_layers
 from worker.engine.torchscript.structure import structure
 from worker.engine.torchscript.vocabulary import OP_COUNT_NAMES, ROLES
 
@@ -32,6 +33,7 @@ def load_torchscript(path: Path) -> LoadedNetwork:
         op_counts=dict(Counter(OP_COUNT_NAMES[n.kind()] for n in graph.nodes() if n.kind() in OP_COUNT_NAMES)),
         roles=ROLES,
         structure=structure(graph),
+        batch_norms=batch_norm_layers(module),
     )
 
 
@@ -54,17 +56,8 @@ def _embedding_table(value: torch._C.Value, module: torch.jit.ScriptModule) -> t
     parameters = dict(module.named_parameters())
     for use in value.uses():
         if use.user.kind() == "aten::embedding" and use.offset == 1:
-            return parameters.get(_attribute_path(use.user.inputsAt(0)))
+            return parameters.get(attribute_path(use.user.inputsAt(0)))
     return None
-
-
-def _attribute_path(value: torch._C.Value) -> str:
-    names = []
-    node = value.node()
-    while node.kind() == "prim::GetAttr":
-        names.append(node.s("name"))
-        node = node.input().node()
-    return ".".join(reversed(names))
 
 
 def _layers(module: torch.jit.ScriptModule) -> list[Layer]:

@@ -44,9 +44,10 @@ class ModuleOutput:
 class Tapping:
     """A network's inlined graph with the output of every top-level module call located."""
 
-    def __init__(self, module: torch.jit.ScriptModule):
+    def __init__(self, module: torch.jit.ScriptModule, edit: Callable[[torch._C.Graph], None] = lambda graph: None):
         try:
             self._graph = module.inlined_graph  # a fresh copy each time: editing it leaves the module alone
+            edit(self._graph)
             self.outputs = _by_module_name(_module_outputs(self._graph), module)
         except Exception as exc:
             raise TapsUnavailable(f"the graph could not be analysed ({one_line(exc, 200)})") from None

@@ -7,6 +7,7 @@ import functools
 
 from worker.engine.network import Layer, LoadedNetwork
 from worker.engine.taps import Taps
+from worker.engine.torchscript.normalization import batch_statistics_edit
 from worker.engine.torchscript.tapping import Tapping, TapsUnavailable
 
 LAYOUT_MODULES = frozenset({
@@ -18,7 +19,8 @@ LAYOUT_MODULES = frozenset({
 def layer_taps(network: LoadedNetwork) -> Taps:
     """Module calls of a TorchScript network via the graph rewrite; parameter layers only if it fails."""
     try:
-        tapping = Tapping(network.module)
+        edit = batch_statistics_edit(network.batch_statistics, network.module.original_name)
+        tapping = Tapping(network.module, edit)
         layers, paths = _torchscript_layers(network, tapping)
         run = tapping.forward(paths)
     except TapsUnavailable as refused:
