@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,9 +33,10 @@ class Client:
         self.http = requests.Session()
 
     def submit(self, path: Path, *, options: dict[str, Any], inputs_path: Path | None = None) -> dict[str, Any]:
-        """Upload a network; returns the queued audit."""
-        with path.open("rb") as network_file:
-            files = {"model": (path.name, network_file, "application/octet-stream")}
+        """Upload a network (an ONNX file with its external data file packed into a .zip); returns the queued
+        audit."""
+        with packed(path) as upload, upload.open("rb") as network_file:
+            files = {"model": (upload.name, network_file, "application/octet-stream")}
             if inputs_path:
                 files["inputs"] = (inputs_path.name, inputs_path.read_bytes(), "application/octet-stream")
             return self._call("POST", "/v1/audits", files=files, data={"options": json.dumps(options)})
@@ -75,3 +80,19 @@ def _service_error(response: requests.Response) -> ServiceError:
         return ServiceError(problem.get("code", "http_error"), problem.get("detail") or problem.get("title", ""))
     except ValueError:
         return ServiceError("http_error", f"HTTP {response.status_code}")
+
+
+@contextmanager
+def packed(path: Path) -> Iterator[Path]:
+    """The file to upload: path itself, or for NAME.onnx with NAME.onnx.data beside it (what torch's exporter
+    writes) a temporary .zip holding both, which the service reads as one network."""
+    data = path.with_name(path.name + ".data")
+    if path.suffix != ".onnx" or not data.is_file():
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="gradaudit-") as scratch:
+        archive = Path(scratch) / f"{path.stem}.zip"
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as writer:
+            writer.write(path, path.name)
+            writer.write(data, data.name)
+        yield archive

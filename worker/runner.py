@@ -69,17 +69,19 @@ def _run(job: dict, run_engine: RunEngine, settings, audit_id: str) -> EngineRes
 
 
 def run_artifact(path: Path, network_format: str, *, options: AuditOptions, inputs_path: Path | None,
-                 settings: Settings, work_dir: Path, run_engine: RunEngine) -> EngineResult | AuditError:
+                 settings: Settings, work_dir: Path, run_engine: RunEngine,
+                 data_dir: Path | None = None) -> EngineResult | AuditError:
     """Open a stored artifact (extracting an archive under work_dir) and run the engine on it; every failure
     comes back as an AuditError with a stable code, never as an exception. The worker and `gradaudit audit`
-    both run audits through here."""
+    both run audits through here. data_dir: where a bare ONNX file's external data may be read (confined to
+    it); the worker gives none, as its store keeps each upload alone."""
     if not Path(path).exists():
         return AuditError("artifact_missing", "the uploaded file is no longer in the artifact store")
     try:
         with opened_network(path, network_format, work_dir,
-                            max_total_bytes=settings.max_extracted_bytes) as (network_path, opened_format, data_dir):
+                            max_total_bytes=settings.max_extracted_bytes) as (network_path, opened_format, extracted):
             return run_engine(network_path, options=options, device=settings.device, inputs_path=inputs_path,
-                              network_format=opened_format, external_data_dir=data_dir)
+                              network_format=opened_format, external_data_dir=extracted or data_dir)
     except ArchiveRefused as refused:
         return AuditError(refused.code, refused.detail)
     except AuditError as refused:

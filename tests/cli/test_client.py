@@ -47,6 +47,13 @@ def test_submit_and_poll(served, onnx_file):
     assert client.audit(queued["id"])["id"] == queued["id"]
 
 
+def test_an_onnx_file_with_its_data_file_is_uploaded_as_one_archive(served, onnx_file):
+    (onnx_file.parent / "net.onnx.data").write_bytes(b"\0" * 64)  # what torch's exporter writes beside it
+    url, _ = served
+    queued = Client(url).submit(onnx_file, options={})
+    assert (queued["artifact"]["format"], queued["artifact"]["filename"]) == ("onnx_archive", "net.zip")
+
+
 def test_refusal_carries_the_problem_code(served, tmp_path):
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"junk")

@@ -59,6 +59,28 @@ def test_a_bare_onnx_with_external_weights_asks_for_the_archive(tmp_path):
     assert "archive" in refused.value.detail and "net.onnx.data" in refused.value.detail
 
 
+def test_gradaudit_audit_reads_a_bare_onnx_s_data_from_its_own_folder(tmp_path):
+    settings = load_settings({}, data_dir=tmp_path / "data")
+    report, error = audit_file(_external(tmp_path), options=OPTIONS, inputs_path=None, settings=settings)
+    plain = audit_network(tmp_path / "plain.onnx", options=OPTIONS, device="cpu")
+    assert error is None
+    assert [layer["grad_norm"] for layer in report["layers"]] == pytest.approx(
+        [layer.grad_norm for layer in plain.layers], rel=1e-6)
+
+
+def test_gradaudit_audit_reads_nothing_outside_the_onnx_s_folder(tmp_path):
+    onnx_path = _external(tmp_path)
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../plain.onnx"
+    onnx.save_model(proto, str(onnx_path))
+    settings = load_settings({}, data_dir=tmp_path / "data")
+    report, error = audit_file(onnx_path, options=OPTIONS, inputs_path=None, settings=settings)
+    assert report is None and error[0] == "external_data_unsafe"
+
+
 def test_an_archive_missing_a_data_file_names_it(tmp_path):
     archive = _zipped(_external(tmp_path), tmp_path / "net.zip", skip_data=True)
     settings = load_settings({}, data_dir=tmp_path / "data")
