@@ -10,7 +10,7 @@ from worker.diagnosis.trend import activation_trend
 
 # Weight RMS expected for fan-in n: gain / sqrt(n) (He for ReLU-like, LeCun/Xavier otherwise).
 GAINS = {"relu": math.sqrt(2.0), "leaky_relu": math.sqrt(2.0), "gelu": math.sqrt(2.0), "elu": math.sqrt(2.0),
-         "silu": math.sqrt(2.0), "selu": 1.0, "tanh": 1.0, "sigmoid": 1.0, "linear": 1.0}
+         "silu": math.sqrt(2.0), "hardswish": math.sqrt(2.0), "selu": 1.0, "tanh": 1.0, "sigmoid": 1.0, "linear": 1.0}
 LARGE = 2.0  # weight RMS at least this many times the expectation saturates a squashing activation
 EXPLAINED = 0.5  # init explains a trend when it predicts at least this share of the fitted change
 # The same per-layer weight-scale factor multiplies the forward activation variance and the backward gradient

@@ -21,7 +21,8 @@ def network_facts(network: LoadedNetwork, module: torch.nn.Module, layers: list[
                   *, batch_size: int, loss_finite: bool, weight_nonfinite: dict[str, int]) -> NetworkFacts:
     """Everything the diagnosis reads: the measured records, each layer's role, and what the weights and the
     graph say (no forward pass). `layers` and `records` are the same layers, in the same order."""
-    roles = {layer.name: network.roles.get(layer.kind, LayerRole()) for layer in layers}
+    roles = {layer.name: network.layer_roles.get(layer.name) or network.roles.get(layer.kind, LayerRole())
+             for layer in layers}
     numels = {r.name: r.batch_rows[0]["numel"] for r in records if r.batch_rows}
     with torch.no_grad():
         return NetworkFacts(

@@ -56,6 +56,7 @@ class LoadedNetwork:
     notes: dict = field(default_factory=dict)  # format-specific facts for the report's setup
     nodes: list[NodeInfo] = field(default_factory=list)  # ONNX only: every node, in topological order
     roles: dict[str, LayerRole] = field(default_factory=dict)  # by layer kind, in the format's own op names
+    layer_roles: dict[str, LayerRole] = field(default_factory=dict)  # by layer name, where it overrides its kind's
     structure: Structure | None = None  # None where the graph could not be walked
     batch_norms: list[BatchNormLayer] = field(default_factory=list)
     # TorchScript: the BatchNorm modules the taps' graph runs on batch statistics (ONNX switches its modules)

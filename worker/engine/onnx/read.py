@@ -13,6 +13,7 @@ import torch
 from gradaudit.errors import AuditError, one_line
 from worker.engine.network import InputSpec, Layer, LoadedNetwork
 from worker.engine.normalization import BatchNormLayer, has_initial_statistics, normalise_with_batch_statistics
+from worker.engine.onnx.activations import composed_activations, scalar_constants
 from worker.engine.onnx.convert import ConvertedNetwork, batch_norm_module, convert_onnx
 from worker.engine.onnx.external_data import external_tensors, locate_external_data
 from worker.engine.onnx.prepare import refuse_unsupported
@@ -46,6 +47,7 @@ def read_onnx(path: Path, external_data_dir: Path | None = None) -> OnnxGraph:
 def convert_graph(graph: OnnxGraph) -> LoadedNetwork:
     """The torch network for a read graph. Takes the graph's proto: conversion rewrites it rather than a copy."""
     proto, graph.proto = graph.proto, None
+    constants = scalar_constants(proto.graph)
     converted = convert_onnx(proto, take=True)
     del proto  # from here on the module holds the only copy of the weights
     return LoadedNetwork(
@@ -58,6 +60,7 @@ def convert_graph(graph: OnnxGraph) -> LoadedNetwork:
         op_counts=graph.op_counts,
         output_names=graph.output_names,
         roles=ROLES,
+        layer_roles=composed_activations(converted.module.onnx_model.graph, constants),
         structure=structure(converted.module.onnx_model.graph),
         batch_norms=_batch_norms(converted),
     )

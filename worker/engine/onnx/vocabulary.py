@@ -17,7 +17,7 @@ ROLES: dict[str, LayerRole] = {
                      "RMSNormalization"), _NORMALIZATION),
     **{op: LayerRole(ACTIVATION, function) for op, function in {
         "Relu": "relu", "LeakyRelu": "leaky_relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Gelu": "gelu",
-        "Elu": "elu", "Selu": "selu", "Mish": "silu"}.items()},
+        "Elu": "elu", "Selu": "selu", "Mish": "silu", "HardSwish": "hardswish", "Erf": "gelu"}.items()},
     **dict.fromkeys(("Add", "Sum", "Concat"), _MERGE),
 }
 WEIGHT_OPS = frozenset(op for op, role in ROLES.items() if role.role in (WEIGHT, RECURRENT))

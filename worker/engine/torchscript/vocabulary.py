@@ -19,7 +19,7 @@ ROLES: dict[str, LayerRole] = {
                      "RMSNorm"), _NORMALIZATION),
     **{module: LayerRole(ACTIVATION, function) for module, function in {
         "ReLU": "relu", "LeakyReLU": "leaky_relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "GELU": "gelu",
-        "ELU": "elu", "SiLU": "silu", "Mish": "silu", "SELU": "selu"}.items()},
+        "ELU": "elu", "SiLU": "silu", "Mish": "silu", "SELU": "selu", "Hardswish": "hardswish"}.items()},
 }
 # By aten op, for the graph's structure.
 WEIGHT_OPS = frozenset({"aten::linear", "aten::_convolution", "aten::conv1d", "aten::conv2d", "aten::conv3d",
