@@ -104,9 +104,10 @@ def test_a_network_without_batch_norm_says_none(tmp_path):
 def test_the_rule_by_option():
     layers = [BatchNormLayer("fresh", True), BatchNormLayer("calibrated", False),
               BatchNormLayer("trained_export", False, exported_in_training_mode=True)]
-    assert batch_statistics(layers, "auto") == ["fresh", "trained_export"]
-    assert batch_statistics(layers, "batch") == ["fresh", "calibrated", "trained_export"]
-    assert batch_statistics(layers, "running") == ["trained_export"]  # the export itself computes that way
+    assert batch_statistics(layers, "auto", 8) == ["fresh", "trained_export"]
+    assert batch_statistics(layers, "batch", 8) == ["fresh", "calibrated", "trained_export"]
+    assert batch_statistics(layers, "running", 8) == ["trained_export"]  # the export itself computes that way
+    assert batch_statistics(layers, "auto", 1) == ["trained_export"]  # one sample's statistics are no batch's
 
 
 def test_the_probe_never_changes_running_statistics(tmp_path):

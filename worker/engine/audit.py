@@ -58,7 +58,7 @@ def audit_network(
                           lambda specs: probe_batches(specs, options, inputs_path))
     network, batches = opened.network, opened.batches
     module = _trainable_on(network.module, device)
-    on_batch_statistics = batch_statistics(network.batch_norms, options.normalization)
+    on_batch_statistics = batch_statistics(network.batch_norms, options.normalization, _batch_size(batches))
     # Parity compares with the network as exported, so it is taken before BatchNorm changes its statistics.
     early = _parity_as_exported(opened, module, batches, device) if on_batch_statistics else None
     use_batch_statistics(network, on_batch_statistics)

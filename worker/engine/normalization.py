@@ -30,12 +30,14 @@ class BatchNormLayer:
     exported_in_training_mode: bool = False
 
 
-def batch_statistics(layers: list[BatchNormLayer], mode: str) -> list[str]:
-    """The layers to probe with batch statistics under the option `mode` (auto, batch, running)."""
+def batch_statistics(layers: list[BatchNormLayer], mode: str, batch_size: int) -> list[str]:
+    """The layers to probe with batch statistics under the option `mode` (auto, batch, running). Under auto, a
+    batch of one sample keeps running statistics: one sample's statistics are not what training normalises
+    with (and a BatchNorm1d cannot compute them)."""
     if mode == "batch":
         return [layer.name for layer in layers]
-    return [layer.name for layer in layers
-            if layer.exported_in_training_mode or (mode == "auto" and layer.initial)]
+    fresh = mode == "auto" and batch_size > 1
+    return [layer.name for layer in layers if layer.exported_in_training_mode or (fresh and layer.initial)]
 
 
 def setup_entries(layers: list[BatchNormLayer], chosen: list[str], mode: str) -> dict:
