@@ -26,6 +26,9 @@ from worker.engine.onnx.parity import max_abs_diff
 OPSETS = tuple(range(13, 22))
 EXPORTERS = ("legacy", "dynamo")
 BATCHES = ("fixed", "dynamic")
+# Exported without constant folding, so the legacy exporter keeps BatchNormalization (with training_mode from
+# opset 14) instead of folding it into the convolutions.
+UNFOLDED = ("bn_unfolded",)
 DYNAMO_MIN_OPSET = 18
 PARITY = 1e-4
 
@@ -68,10 +71,26 @@ class Encoder(nn.Module):
         return self.fc(self.layer(x).mean(1))
 
 
+class PreActivation(nn.Module):
+    """BatchNorm before the convolution (pre-activation residual block, He et al. 2016b), BatchNorm1d in the head."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3, padding=1)
+        self.bn2, self.conv2 = nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3, padding=1)
+        self.head, self.bn_head = nn.Linear(4 * 6 * 6, 8), nn.BatchNorm1d(8)
+        self.out = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv1(torch.relu(self.bn1(x)))
+        y = self.conv2(torch.relu(self.bn2(y))) + x
+        return self.out(torch.relu(self.bn_head(self.head(y.flatten(1)))))
+
+
 def _with_bn_statistics(network: nn.Module) -> nn.Module:
     # Non-trivial running statistics, so a BatchNorm converted in train mode would be caught.
     for module in network.modules():
-        if isinstance(module, nn.BatchNorm2d):
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 2.0)
     return network.eval()
@@ -83,6 +102,7 @@ FAMILIES = {
     "cnn_bn": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
                                      nn.Linear(4 * 6 * 6, 5)), (3, 8, 8)),
     "residual": (Residual, (4, 6, 6)),
+    "bn_unfolded": (PreActivation, (4, 6, 6)),
     "transformer": (Encoder, (5, 16)),
     "lstm": (lambda: Recurrent(nn.LSTM), (5, 6)),
     "gru": (lambda: Recurrent(nn.GRU), (5, 6)),
@@ -135,7 +155,8 @@ def _export(case: Case, folder: Path, try_down_conversion: bool) -> Path | str:
         warnings.simplefilter("ignore")
         if case.exporter == "legacy":
             torch.onnx.export(network, (example,), str(path), dynamo=False, opset_version=case.opset,
-                              input_names=["x"], dynamic_axes={"x": {0: "batch"}} if case.batch == "dynamic" else None)
+                              input_names=["x"], dynamic_axes={"x": {0: "batch"}} if case.batch == "dynamic" else None,
+                              do_constant_folding=case.family not in UNFOLDED)
             return path
         if case.opset < DYNAMO_MIN_OPSET and not try_down_conversion:
             return f"the dynamo exporter writes opset >= {DYNAMO_MIN_OPSET}"
