@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from worker.diagnosis.facts import LayerRole, Structure
+from worker.diagnosis.facts import GATED, PLAIN, RECURRENT, LayerRole, Structure
 from worker.engine.normalization import BatchNormLayer
+
+# ONNX and torch.nn name their recurrences alike.
+RECURRENCES = {"RNN": LayerRole(RECURRENT, PLAIN), "LSTM": LayerRole(RECURRENT, GATED), "GRU": LayerRole(RECURRENT, GATED)}
 
 
 @dataclass(frozen=True)

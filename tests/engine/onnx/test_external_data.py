@@ -31,6 +31,18 @@ def _external(tmp_path: Path, location: str = "net.onnx.data") -> Path:
     return folder / "net.onnx"
 
 
+def _pointing_outside(tmp_path: Path) -> Path:
+    """net.onnx whose weights claim to live in ../plain.onnx, outside its folder."""
+    onnx_path = _external(tmp_path)
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../plain.onnx"
+    onnx.save_model(proto, str(onnx_path))
+    return onnx_path
+
+
 def _zipped(onnx_path: Path, destination: Path, skip_data: bool = False) -> Path:
     with zipfile.ZipFile(destination, "w") as archive:
         for file in onnx_path.parent.iterdir():
@@ -69,13 +81,7 @@ def test_gradaudit_audit_reads_a_bare_onnx_s_data_from_its_own_folder(tmp_path):
 
 
 def test_gradaudit_audit_reads_nothing_outside_the_onnx_s_folder(tmp_path):
-    onnx_path = _external(tmp_path)
-    proto = onnx.load(str(onnx_path), load_external_data=False)
-    for tensor in proto.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = "../plain.onnx"
-    onnx.save_model(proto, str(onnx_path))
+    onnx_path = _pointing_outside(tmp_path)
     settings = load_settings({}, data_dir=tmp_path / "data")
     report, error = audit_file(onnx_path, options=OPTIONS, inputs_path=None, settings=settings)
     assert report is None and error[0] == "external_data_unsafe"
@@ -92,13 +98,7 @@ def test_an_archive_missing_a_data_file_names_it(tmp_path):
 
 
 def test_a_reference_outside_the_folder_is_refused(tmp_path):
-    onnx_path = _external(tmp_path)
-    proto = onnx.load(str(onnx_path), load_external_data=False)
-    for tensor in proto.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = "../plain.onnx"
-    onnx.save_model(proto, str(onnx_path))
+    onnx_path = _pointing_outside(tmp_path)
 
     with pytest.raises(AuditError) as refused:
         audit_network(onnx_path, options=OPTIONS, device="cpu", external_data_dir=onnx_path.parent)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from worker.diagnosis.facts import ACTIVATION, GATED, MERGE, NORMALIZATION, PLAIN, RECURRENT, WEIGHT, LayerRole
+from worker.diagnosis.facts import ACTIVATION, MERGE, NORMALIZATION, RECURRENT, WEIGHT, LayerRole
+from worker.engine.network import RECURRENCES
 
 _WEIGHT = LayerRole(WEIGHT)
 _NORMALIZATION = LayerRole(NORMALIZATION)
@@ -10,9 +11,7 @@ _MERGE = LayerRole(MERGE)
 
 ROLES: dict[str, LayerRole] = {
     **dict.fromkeys(("Conv", "ConvTranspose", "Gemm", "MatMul"), _WEIGHT),
-    "RNN": LayerRole(RECURRENT, PLAIN),
-    "LSTM": LayerRole(RECURRENT, GATED),
-    "GRU": LayerRole(RECURRENT, GATED),
+    **RECURRENCES,
     **dict.fromkeys(("BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization",
                      "RMSNormalization"), _NORMALIZATION),
     **{op: LayerRole(ACTIVATION, function) for op, function in {

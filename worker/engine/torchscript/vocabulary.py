@@ -3,7 +3,8 @@ weights or normalise (for the graph's structure), and the op names counted."""
 
 from __future__ import annotations
 
-from worker.diagnosis.facts import ACTIVATION, GATED, NORMALIZATION, PLAIN, RECURRENT, WEIGHT, LayerRole
+from worker.diagnosis.facts import ACTIVATION, NORMALIZATION, WEIGHT, LayerRole
+from worker.engine.network import RECURRENCES
 
 _WEIGHT = LayerRole(WEIGHT)
 _NORMALIZATION = LayerRole(NORMALIZATION)
@@ -12,9 +13,7 @@ _NORMALIZATION = LayerRole(NORMALIZATION)
 ROLES: dict[str, LayerRole] = {
     **dict.fromkeys(("Linear", "NonDynamicallyQuantizableLinear", "Bilinear", "Conv1d", "Conv2d", "Conv3d"),
                     _WEIGHT),
-    "RNN": LayerRole(RECURRENT, PLAIN),
-    "LSTM": LayerRole(RECURRENT, GATED),
-    "GRU": LayerRole(RECURRENT, GATED),
+    **RECURRENCES,
     **dict.fromkeys(("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm", "InstanceNorm2d",
                      "RMSNorm"), _NORMALIZATION),
     **{module: LayerRole(ACTIVATION, function) for module, function in {
