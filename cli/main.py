@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from gradaudit.errors import one_line
 from gradaudit.options import AuditOptions
 from gradaudit.report import render_text
 from gradaudit.settings import load_settings
@@ -112,6 +114,22 @@ def _fail(code: str, detail: str) -> None:
     sys.exit(EXIT_ERROR)
 
 
+def coded_failures(command):
+    """Every failure an auditing command meets exits 2 with a coded error, never a traceback: a pipeline reads
+    exit 1 as a failing verdict."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except click.ClickException:
+            raise  # usage errors: click prints them and exits 2
+        except Exception as exc:
+            _fail("internal_error", one_line(exc))
+
+    return run
+
+
 _probe_options = [
     click.option("--input-shape", multiple=True, help="NAME=1x3x32x32; repeat for several inputs"),
     click.option("--batch-size", type=int),
@@ -134,6 +152,7 @@ def probe_options(command):
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--inputs", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=".npz batch")
 @probe_options
+@coded_failures
 def audit(path, inputs, input_shape, batch_size, seed, loss, fail_on, as_json) -> None:
     """Audit a network file here, without a server, and print the report."""
     from cli.local import audit_file
@@ -153,6 +172,7 @@ def audit(path, inputs, input_shape, batch_size, seed, loss, fail_on, as_json) -
 @click.option("--wait/--no-wait", default=False, help="wait for the report")
 @click.option("--timeout", default=1800, show_default=True, type=float, help="seconds to wait")
 @probe_options
+@coded_failures
 def submit(path, url, inputs, wait, timeout, input_shape, batch_size, seed, loss, fail_on, as_json) -> None:
     """Upload a network to a gradaudit service; with --wait, gate on its verdict."""
     from cli.client import Client, ServiceError

@@ -99,3 +99,22 @@ def test_bad_input_shape_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(main, ["audit", str(network), "--input-shape", "x=1xq"])
     assert result.exit_code == 2
     assert "expected NAME=1x3x32x32" in result.output
+
+
+def test_an_unexpected_failure_exits_2_with_a_code_not_a_traceback(tmp_path, monkeypatch):
+    import cli.client
+    import cli.local
+
+    def explode(*_arguments, **_options):
+        raise RuntimeError("disk on fire")
+
+    network = tmp_path / "net.onnx"
+    network.write_bytes(b"\x08\x07:\x00")
+    monkeypatch.setattr(cli.local, "audit_file", explode)
+    monkeypatch.setattr(cli.client.Client, "submit", explode)
+    environment = {"GRADAUDIT_DATA_DIR": str(tmp_path)}
+    for arguments in (["audit", str(network)], ["submit", str(network), "--url", "http://127.0.0.1:9"]):
+        result = CliRunner().invoke(main, arguments, env=environment)
+        assert result.exit_code == 2, result.output
+        assert "error [internal_error]: RuntimeError: disk on fire" in result.output
+        assert "Traceback" not in result.output
