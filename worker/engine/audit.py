@@ -58,7 +58,8 @@ def audit_network(
                           lambda specs: probe_batches(specs, options, inputs_path))
     network, batches = opened.network, opened.batches
     module = _trainable_on(network.module, device)
-    on_batch_statistics = batch_statistics(network.batch_norms, options.normalization, _batch_size(batches))
+    batch_size = _batch_size(batches)
+    on_batch_statistics = batch_statistics(network.batch_norms, options.normalization, batch_size)
     # Parity compares with the network as exported, so it is taken before BatchNorm changes its statistics.
     early = _parity_as_exported(opened, module, batches, device) if on_batch_statistics else None
     use_batch_statistics(network, on_batch_statistics)
@@ -70,7 +71,7 @@ def audit_network(
     observed, batch_rows = observed_layers(taps.layers, _per_layer(per_batch, batches.seeds, taps))
     layers, weight_nonfinite = layer_records(module, observed, batch_rows)
     loss_value = _mean(losses)
-    facts = network_facts(network, module, observed, layers, batch_size=_batch_size(batches),
+    facts = network_facts(network, module, observed, layers, batch_size=batch_size,
                           loss_finite=loss_value is not None, weight_nonfinite=weight_nonfinite)
     findings = diagnose(facts)
     return EngineResult(

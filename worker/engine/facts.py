@@ -74,7 +74,11 @@ def _moments(weight: torch.Tensor) -> tuple[float, float]:
 
 
 def _has_weight_facts(role: LayerRole) -> bool:
-    return role.role == WEIGHT or (role.role == RECURRENT and role.function == PLAIN)
+    return role.role == WEIGHT or _is_plain_recurrence(role)
+
+
+def _is_plain_recurrence(role: LayerRole) -> bool:
+    return role.role == RECURRENT and role.function == PLAIN
 
 
 def recurrences(module: torch.nn.Module, layers: list[Layer], roles: dict[str, LayerRole], numels: dict[str, int],
@@ -83,8 +87,7 @@ def recurrences(module: torch.nn.Module, layers: list[Layer], roles: dict[str, L
     parameters = dict(module.named_parameters())
     found = {}
     for layer in layers:
-        role = roles[layer.name]
-        if role.role == RECURRENT and role.function == PLAIN:
+        if _is_plain_recurrence(roles[layer.name]):
             named = {name: parameters[name].detach().double().cpu() for name in layer.parameter_names
                      if name in parameters}
             matrices = _recurrence(named)

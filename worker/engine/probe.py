@@ -36,11 +36,7 @@ def run_probe(module: torch.nn.Module, forward: Callable, batches: list[list[tor
 
 def _one_batch(forward: Callable, inputs: list[torch.Tensor], *, loss: str, seed: int, recorder: Recorder) -> FirstOutput:
     torch.manual_seed(seed)
-    try:
-        outputs = forward(*inputs)
-    except Exception as exc:
-        raise AuditError("forward_failed", one_line(exc)) from None
-    index, output = pick_output(outputs)
+    index, output = _forward(forward, inputs)
     loss_name, value = make_loss(output, loss, torch.Generator().manual_seed(seed))
     recorder.record_loss(value)
     try:
@@ -52,12 +48,17 @@ def _one_batch(forward: Callable, inputs: list[torch.Tensor], *, loss: str, seed
 
 def exported_output(forward: Callable, inputs: list[torch.Tensor]) -> FirstOutput:
     """The output the loss would be taken of on one batch, from a forward pass alone (no loss applied)."""
+    index, output = _forward(forward, inputs)
+    return FirstOutput(output.detach(), index, "")
+
+
+def _forward(forward: Callable, inputs: list[torch.Tensor]) -> tuple[int, torch.Tensor]:
+    """The output the loss is taken of, with its position among the outputs; AuditError if forward fails."""
     try:
         outputs = forward(*inputs)
     except Exception as exc:
         raise AuditError("forward_failed", one_line(exc)) from None
-    index, output = pick_output(outputs)
-    return FirstOutput(output.detach(), index, "")
+    return pick_output(outputs)
 
 
 def _average_gradients(module: torch.nn.Module, batches: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import partial
 
@@ -71,10 +72,15 @@ def convert_onnx(proto: onnx.ModelProto, *, take: bool = False) -> ConvertedNetw
                       reads_data=n.name in on_data) for depth, n in enumerate(graph.node)]
     module.onnx_model = _without_initializers(module.onnx_model)
     module.eval()
-    for node in graph.node:
-        if node.name in prepared.batch_statistics:
-            normalise_with_batch_statistics(batch_norm_module(module, node))
+    normalise_nodes_with_batch_statistics(module, prepared.batch_statistics)
     return ConvertedNetwork(module, nodes, promoted, caught, prepared.batch_statistics)
+
+
+def normalise_nodes_with_batch_statistics(module: ConvertModel, names: Collection[str]) -> None:
+    """Have the named BatchNormalization nodes normalise with batch statistics."""
+    for node in module.onnx_model.graph.node:
+        if node.name in names:
+            normalise_with_batch_statistics(batch_norm_module(module, node))
 
 
 def batch_norm_module(module: ConvertModel, node: onnx.NodeProto) -> torch.nn.modules.batchnorm._BatchNorm:

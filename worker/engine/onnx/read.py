@@ -12,9 +12,14 @@ import torch
 
 from gradaudit.errors import AuditError, one_line
 from worker.engine.network import InputSpec, Layer, LoadedNetwork
-from worker.engine.normalization import BatchNormLayer, has_initial_statistics, normalise_with_batch_statistics
+from worker.engine.normalization import BatchNormLayer, has_initial_statistics
 from worker.engine.onnx.activations import composed_activations, scalar_constants
-from worker.engine.onnx.convert import ConvertedNetwork, batch_norm_module, convert_onnx
+from worker.engine.onnx.convert import (
+    ConvertedNetwork,
+    batch_norm_module,
+    convert_onnx,
+    normalise_nodes_with_batch_statistics,
+)
 from worker.engine.onnx.external_data import external_tensors, locate_external_data
 from worker.engine.onnx.prepare import refuse_unsupported
 from worker.engine.onnx.structure import structure
@@ -78,9 +83,7 @@ def _batch_norms(converted: ConvertedNetwork) -> list[BatchNormLayer]:
 
 def use_batch_statistics(network: LoadedNetwork, names: list[str]) -> None:
     """Have the named BatchNormalization nodes normalise with batch statistics."""
-    for node in network.module.onnx_model.graph.node:
-        if node.name in names:
-            normalise_with_batch_statistics(batch_norm_module(network.module, node))
+    normalise_nodes_with_batch_statistics(network.module, names)
 
 
 def _op_counts(graph: onnx.GraphProto) -> dict[str, int]:
