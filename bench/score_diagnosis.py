@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gradaudit.errors import AuditError  # noqa: E402
 from suites.baselines import autotrainer, sagemaker  # noqa: E402
-from suites.diagnosis import cases, export  # noqa: E402
+from suites.diagnosis import EXPORT_ROUTES, cases, export  # noqa: E402
 from worker.diagnosis.diagnose import FINDING_CODES  # noqa: E402
 from worker.engine.audit import audit_network  # noqa: E402
 
@@ -56,7 +56,7 @@ def main() -> None:
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", choices=("full", "fast"), default="full")
-    parser.add_argument("--formats", nargs="+", choices=("onnx", "torchscript"), default=["onnx", "torchscript"])
+    parser.add_argument("--formats", nargs="+", choices=EXPORT_ROUTES, default=["onnx", "torchscript"])
     parser.add_argument("--json", help="also write every case's result to this file")
     parser.add_argument("--verbose", action="store_true", help="name each case gradaudit gets wrong")
     return parser.parse_args()
@@ -66,7 +66,7 @@ def _score_one(case, network_format: str, folder: Path, baseline: dict) -> dict:
     path, options = export(case, network_format, folder)
     started = time.perf_counter()
     try:
-        result = audit_network(path, options=options, device="cpu")
+        result = audit_network(path, options=options, device="cpu", external_data_dir=path.parent)
         raised = {f["code"] for f in result.findings if f["severity"] in ("warning", "critical")}
         first = result.findings[0]["recommendations"][0]["code"] if result.findings else None
         error = None

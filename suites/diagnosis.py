@@ -226,8 +226,13 @@ def nonfinite(depth: int, width: int, seed: int) -> list[Case]:
                   [8, width], ("nonfinite_values",), ("clip_gradients",)) for op, scale in (("exp", 100.0), ("log", 1.0))]
 
 
+# How attention masks are written: -inf (PyTorch's own masks) and finfo.min (GPT-2 and most of transformers).
+_MASK_FILLS = (float("-inf"), torch.finfo(torch.float32).min)
+
+
 def healthy(depth: int, width: int, seed: int) -> list[Case]:
-    """Controls no finding should flag: residual CNN with BN, a transformer encoder, an LSTM, a He ReLU MLP."""
+    """Controls no finding should flag: residual CNN with BN, a transformer encoder, a causal decoder whose
+    attention mask is -inf or finfo.min, an LSTM, a He ReLU MLP."""
     tag = f"d{depth}w{width}s{seed}"
     shape = [4, 3, 8, 8]
     return [
@@ -236,6 +241,8 @@ def healthy(depth: int, width: int, seed: int) -> list[Case]:
         _case(f"healthy_transformer_{tag}", "healthy", HEALTHY,
               lambda: n.TransformerClassifier(max(2, depth // 4), width).eval(), [4, 12, width]),
         _case(f"healthy_lstm_{tag}", "healthy", HEALTHY, lambda: n.Recurrent("lstm", 8, width).eval(), [8, 30, 8]),
+        _case(f"healthy_causal_decoder_{tag}", "healthy", HEALTHY,
+              lambda: n.CausalDecoder(max(2, depth // 4), width, 12, _MASK_FILLS[seed]).eval(), [4, 12, width]),
         _case(f"healthy_relu_mlp_{tag}", "healthy", HEALTHY,
               lambda: n.mlp(depth // 2, width, "relu", lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
                             bias=0.0), [8, width]),
@@ -267,8 +274,12 @@ def cases(sweep: str = "full") -> list[Case]:
     return found
 
 
+EXPORT_ROUTES = ("onnx", "dynamo", "torchscript")
+
+
 def export(case: Case, network_format: str, folder: Path) -> tuple[Path, AuditOptions]:
-    """The case's network saved as ONNX (legacy exporter, opset 17) or TorchScript, and the options to audit it."""
+    """The case's network saved by one route, and the options to audit it: "onnx" (the legacy exporter,
+    opset 17), "dynamo" (torch.onnx.export's default, weights in NAME.onnx.data beside it) or "torchscript"."""
     network, example = case.network(), torch.randn(case.shape, generator=torch.Generator().manual_seed(0))
     torch.backends.mha.set_fastpath_enabled(False)  # the fused eval path neither traces nor exports
     with warnings.catch_warnings():
@@ -277,6 +288,10 @@ def export(case: Case, network_format: str, folder: Path) -> tuple[Path, AuditOp
             path = folder / f"{case.name}.onnx"
             torch.onnx.export(network, (example,), str(path), dynamo=False, opset_version=17, input_names=["x"],
                               dynamic_axes={"x": {0: "batch"}})
+            return path, AuditOptions(input_shapes={"x": case.shape})
+        if network_format == "dynamo":
+            path = folder / f"{case.name}.onnx"
+            torch.onnx.export(network, (example,), str(path), input_names=["x"])
             return path, AuditOptions(input_shapes={"x": case.shape})
         path = folder / f"{case.name}.pt"
         torch.jit.save(torch.jit.trace(network, example, check_trace=False), str(path))

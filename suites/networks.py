@@ -127,6 +127,48 @@ class TransformerClassifier(nn.Module):
         return self.head(self.encoder(x).mean(dim=1))
 
 
+class CausalMask(nn.Module):
+    """Adds `fill` (-inf, or finfo.min as GPT-2 does) to attention scores above the diagonal."""
+
+    def __init__(self, length: int, fill: float):
+        super().__init__()
+        self.register_buffer("blocked", torch.ones(length, length).triu(1).bool())
+        self.fill = fill
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores.masked_fill(self.blocked, self.fill)
+
+
+class CausalDecoder(nn.Module):
+    """A small pre-norm GPT-style decoder over a float sequence: causal self-attention written out (so the mask
+    is a layer of its own), an MLP with GELU, residuals around both; the last position is classified."""
+
+    def __init__(self, layers: int, width: int, length: int, fill: float = float("-inf")):
+        super().__init__()
+        self.blocks = nn.ModuleList(_DecoderBlock(width, length, fill) for _ in range(layers))
+        self.norm, self.head = nn.LayerNorm(width), nn.Linear(width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x)[:, -1])
+
+
+class _DecoderBlock(nn.Module):
+    def __init__(self, width: int, length: int, fill: float):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv, self.project = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.mask, self.softmax = CausalMask(length, fill), nn.Softmax(dim=-1)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
+        weights = self.softmax(self.mask(q @ k.transpose(1, 2) / q.shape[-1] ** 0.5))
+        x = x + self.project(weights @ v)
+        return x + self.mlp(self.norm2(x))
+
+
 class Recurrent(nn.Module):
     """A one-layer recurrent network (RNN with tanh, or LSTM) reading a float sequence, classifying its end."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from gradaudit.schema import LayerRecord
 from worker.diagnosis.common import Context
 from worker.diagnosis.diagnose import diagnose
@@ -65,3 +67,23 @@ def test_initialisation_is_blamed_only_when_the_forward_drifts_the_way_the_weigh
     growing = [_probed(d, g, 2.0 ** d) for d, g in enumerate(grads)]
     assert "poor_initialization" not in _codes(in_scale, **facts)
     assert "poor_initialization" in _codes(growing, **facts)
+
+
+def _row(mean, std, output_grad_nonfinite=0):
+    return {"numel": 64, "activation_mean": mean, "activation_std": std, "output_grad_norm": 1.0,
+            "output_grad_nonfinite": output_grad_nonfinite}
+
+
+def test_a_masked_infinity_that_reaches_no_gradient_is_not_a_finding():
+    # An attention mask: -inf added to scores that a softmax turns into exact zeros; loss and gradients finite.
+    scores = LayerRecord(name="mask", kind="Add", depth=1, parameters=0, weight_norm=0.0, grad_norm=0.0,
+                         grad_mean_abs=0.0, grad_std=0.0, grad_max_abs=0.0, grad_zero_fraction=0.0,
+                         grad_nonfinite=0, grad_to_weight=None, batch_rows=[_row(None, None)] * 3)
+    layers = [_probed(0, 1.0, 1.0), scores, _probed(2, 1.0, 1.0)]
+    roles = {"fc0": LayerRole(WEIGHT), "fc2": LayerRole(WEIGHT)}
+    assert diagnose(NetworkFacts(layers=layers, roles=roles)) == []
+    reaching = [_probed(0, 1.0, 1.0), replace(scores, batch_rows=[_row(None, None, 5)] * 3), _probed(2, 1.0, 1.0)]
+    found = diagnose(NetworkFacts(layers=reaching, roles=roles))
+    assert [f["code"] for f in found] == ["nonfinite_values"] and found[0]["evidence"]["first_layer"] == "mask"
+    assert [f["code"] for f in diagnose(NetworkFacts(layers=layers, roles=roles, loss_finite=False))] == [
+        "nonfinite_values"]

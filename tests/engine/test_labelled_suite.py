@@ -18,7 +18,7 @@ ONNX_SUBSET = ("glorot_sigmoid_d6", "zhang_unnormalised", "negative_bias_-3", "h
 
 def _audit(case, network_format, tmp_path):
     path, options = export(case, network_format, tmp_path)
-    return audit_network(path, options=options, device="cpu")
+    return audit_network(path, options=options, device="cpu", external_data_dir=path.parent)
 
 
 def _raised(result) -> set[str]:

@@ -1,4 +1,9 @@
-"""nonfinite_values: NaN or Inf in the loss, the forward pass or the backward pass."""
+"""nonfinite_values: NaN or Inf that reach the loss, a gradient or a weight.
+
+A value made non-finite on purpose and then masked (an attention mask adding -inf or finfo.min to scores that
+only feed a softmax, whose exp is then exactly 0) leaves the loss, every gradient and every weight finite:
+training never sees it, so it is not a finding. Whatever reaches the loss, a gradient or a weight always is.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,10 @@ from worker.diagnosis.common import Context, finding
 
 def detect(ctx: Context) -> list[dict]:
     """One critical finding naming the first layer (forward order, else backward) where NaN/Inf appear."""
-    forward = [s.name for s in ctx.layers if any(_nonfinite_output(row) for row in s.batch_rows)]
-    # Backward runs from the output, so the deepest affected layer is where NaN/Inf first show up.
-    backward = [s.name for s in sorted(ctx.layers, key=lambda s: -s.depth)
-                if s.grad_nonfinite or s.name in ctx.weight_nonfinite or any(
-                    (row.get("output_grad_nonfinite") or 0) > 0 for row in s.batch_rows)]
-    if ctx.loss_finite and not forward and not backward:
+    backward = _backward_layers(ctx)
+    if ctx.loss_finite and not backward:
         return []
+    forward = [s.name for s in ctx.layers if any(_nonfinite_output(row) for row in s.batch_rows)]
     first = forward[0] if forward else backward[0] if backward else None
     evidence = {
         "loss_finite": ctx.loss_finite,
@@ -27,6 +29,14 @@ def detect(ctx: Context) -> list[dict]:
     }
     title = "NaN or Inf in the loss or gradients" + (f", first at layer '{first}'" if first else "")
     return [finding("nonfinite_values", "critical", title, forward or backward, evidence, 0.99)]
+
+
+def _backward_layers(ctx: Context) -> list[str]:
+    """Layers with a non-finite parameter gradient, weight or output gradient, deepest first: backward runs
+    from the output, so that is where NaN/Inf first show up."""
+    return [s.name for s in sorted(ctx.layers, key=lambda s: -s.depth)
+            if s.grad_nonfinite or s.name in ctx.weight_nonfinite or any(
+                (row.get("output_grad_nonfinite") or 0) > 0 for row in s.batch_rows)]
 
 
 def _nonfinite_output(row: dict) -> bool:
