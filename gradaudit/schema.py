@@ -247,6 +247,8 @@ class Setup(TypedDict, total=False):
     normalization_option: str
     normalization_rule: str
     normalization_layers: dict[str, list[str]]  # batch_statistics / running_statistics: layer names
+    restored_batch_norms: list[str]  # ONNX: BatchNorms the exporter folded away, restored (onnx/folded.py)
+    restored_batch_norms_rule: str
 
 
 class NetworkSummary(TypedDict, total=False):

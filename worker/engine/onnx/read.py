@@ -21,8 +21,10 @@ from worker.engine.onnx.convert import (
     normalise_nodes_with_batch_statistics,
 )
 from worker.engine.onnx.external_data import external_tensors, locate_external_data
+from worker.engine.onnx.folded import folded_setup, restore_folded_batch_norms
 from worker.engine.onnx.prepare import refuse_unsupported
 from worker.engine.onnx.structure import structure
+from worker.engine.onnx.token_ids import vocabulary_size
 from worker.engine.onnx.vocabulary import OP_COUNT_NAMES, ROLES
 from worker.engine.onnx.wire import read_without_weights
 
@@ -37,6 +39,7 @@ class OnnxGraph:
     op_counts: dict[str, int]
     output_names: list[str]
     opset: int | None
+    restored_batch_norms: list[str]
 
 
 def read_onnx(path: Path, external_data_dir: Path | None = None) -> OnnxGraph:
@@ -45,8 +48,9 @@ def read_onnx(path: Path, external_data_dir: Path | None = None) -> OnnxGraph:
     _check(proto)  # before locating: the checker refuses the absolute paths external references get there
     locate_external_data(proto, external_data_dir, own_file=path)
     refuse_unsupported(proto.graph, computing_only=True)
-    return OnnxGraph(proto, Path(path), _input_specs(proto.graph), _op_counts(proto.graph),
-                     [o.name for o in proto.graph.output], _opset(proto))
+    inputs, op_counts = _input_specs(proto.graph), _op_counts(proto.graph)  # as uploaded
+    return OnnxGraph(proto, Path(path), inputs, op_counts, [o.name for o in proto.graph.output], _opset(proto),
+                     restore_folded_batch_norms(proto.graph))
 
 
 def convert_graph(graph: OnnxGraph) -> LoadedNetwork:
@@ -59,7 +63,8 @@ def convert_graph(graph: OnnxGraph) -> LoadedNetwork:
         module=converted.module,
         format="onnx",
         layers=_layers(converted),
-        notes={"opset": graph.opset, "conversion_warnings": converted.warnings},
+        notes={"opset": graph.opset, "conversion_warnings": converted.warnings,
+               **folded_setup(graph.restored_batch_norms)},
         nodes=converted.nodes,
         inputs=graph.inputs,
         op_counts=graph.op_counts,
@@ -152,7 +157,8 @@ def _input_spec(value: onnx.ValueInfoProto, graph: onnx.GraphProto, initializers
     tensor_type = value.type.tensor_type
     dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim]
     declared = dims if tensor_type.HasField("shape") else None
-    return InputSpec(value.name, declared, _torch_dtype(tensor_type.elem_type), _vocab(value.name, graph, initializers))
+    vocab = vocabulary_size(value.name, graph, initializers)
+    return InputSpec(value.name, declared, _torch_dtype(tensor_type.elem_type), vocab)
 
 
 def _torch_dtype(elem_type: int) -> torch.dtype | None:
@@ -160,15 +166,6 @@ def _torch_dtype(elem_type: int) -> torch.dtype | None:
         return torch.from_numpy(np.empty(0, dtype=onnx.helper.tensor_dtype_to_np_dtype(elem_type))).dtype
     except (KeyError, TypeError, ValueError):
         return None  # strings and exotic types: the forward pass will say what it cannot take
-
-
-def _vocab(input_name: str, graph: onnx.GraphProto, initializers: dict) -> int | None:
-    for node in graph.node:
-        if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == input_name:
-            table = initializers.get(node.input[0])
-            if table is not None and table.dims:
-                return int(table.dims[0])
-    return None
 
 
 def _opset(proto: onnx.ModelProto) -> int | None:
