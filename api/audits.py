@@ -12,7 +12,7 @@ from api.problems import failed_audit_problem, problem
 from api.services import services
 from api.views import audit_json, page_json
 from gradaudit.artifacts import ArtifactTooLarge
-from gradaudit.formats import UnsupportedFormat, network_format, sniff_format
+from gradaudit.formats import NETWORK_FORMATS, UnsupportedFormat, network_format, sniff_format
 from gradaudit.options import AuditOptions
 from gradaudit.queue import send_audit
 from gradaudit.report import build_report, layer_json
@@ -118,7 +118,7 @@ def _sniffed_format(upload: FileStorage) -> str:
     try:
         return sniff_format(stream)
     except UnsupportedFormat as refused:
-        raise problem("unsupported_format", refused.detail, accepted=["onnx", "torchscript"]) from None
+        raise problem("unsupported_format", refused.detail, accepted=list(NETWORK_FORMATS)) from None
 
 
 def _parsed_options() -> AuditOptions:

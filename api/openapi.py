@@ -27,12 +27,12 @@ _AUDIT_ID = {"name": "audit_id", "in": "path", "required": True, "schema": {"typ
 _PATHS = {
     "/v1/audits": {
         "post": {
-            "summary": "Submit an ONNX or TorchScript network for a gradient audit",
+            "summary": "Submit an ONNX, TorchScript or torch.export (.pt2) network for a gradient audit",
             "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                 "type": "object", "required": ["model"],
                 "properties": {
                     "model": {"type": "string", "format": "binary",
-                              "description": "ONNX file or TorchScript archive; detected by content"},
+                              "description": "ONNX file, TorchScript archive or torch.export archive (.pt2); detected by content"},
                     "options": {"type": "string", "description": "JSON of AuditOptions"},
                     "inputs": {"type": "string", "format": "binary",
                                "description": ".npz batch, arrays named after the network's inputs"},

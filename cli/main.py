@@ -22,7 +22,7 @@ EXIT_GATE_FAILED, EXIT_ERROR = 1, 2
 
 @click.group()
 def main() -> None:
-    """gradaudit: audits the gradients of ONNX and TorchScript networks."""
+    """gradaudit: audits the gradients of ONNX, TorchScript and torch.export (.pt2) networks."""
 
 
 def _settings(**overrides):

@@ -34,7 +34,8 @@ ERRORS: dict[str, ErrorCode] = {
     # The audit ran and failed on the upload: its report answers 422.
     "invalid_onnx": ErrorCode(422, "Not a readable ONNX file"),
     "invalid_torchscript": ErrorCode(422, "Not a loadable TorchScript archive"),
-    "unsupported_operator": ErrorCode(422, "Unsupported ONNX operator"),
+    "invalid_exported_program": ErrorCode(422, "Not a loadable torch.export archive"),
+    "unsupported_operator": ErrorCode(422, "Unsupported operator"),
     "conversion_failed": ErrorCode(422, "ONNX conversion failed"),
     "conversion_mismatch": ErrorCode(422, "The converted network disagrees with onnxruntime"),
     "external_data_missing": ErrorCode(422, "External weight file missing"),

@@ -1,4 +1,5 @@
-"""Tell an ONNX file from a TorchScript archive by content alone, without torch or onnx.
+"""Tell an ONNX file, a TorchScript archive and a torch.export archive (.pt2) apart by content alone, without
+torch or onnx.
 
 Both checks read a few kilobytes: the API runs them on every upload, and a pickled
 `torch.save` checkpoint must be refused before anything could unpickle it.
@@ -13,7 +14,9 @@ from typing import BinaryIO, Literal
 from gradaudit.archives import has_onnx_member
 
 # "onnx_archive": a .zip or .tar holding an .onnx file and its external data files.
-ArtifactFormat = Literal["onnx", "torchscript", "onnx_archive"]
+ArtifactFormat = Literal["onnx", "torchscript", "pt2", "onnx_archive"]
+# The network formats an upload may hold, as the API and the report name them.
+NETWORK_FORMATS = ("onnx", "torchscript", "pt2")
 
 # ModelProto field number -> protobuf wire type (0 varint, 2 length-delimited), from onnx.proto.
 _MODEL_PROTO_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
@@ -22,7 +25,7 @@ _MAX_FIELDS = 64
 
 
 class UnsupportedFormat(ValueError):
-    """The content is neither an ONNX network nor a TorchScript archive."""
+    """The content is neither an ONNX network, a TorchScript archive nor a torch.export archive."""
 
     def __init__(self, detail: str):
         super().__init__(detail)
@@ -44,7 +47,7 @@ def sniff_format(stream: BinaryIO) -> ArtifactFormat:
     if head[:1] == b"\x80":
         raise UnsupportedFormat(
             "this is a pickled checkpoint (torch.save); pickles are never loaded. "
-            "Export the network with torch.jit.save or torch.onnx.export."
+            "Export the network with torch.export.save, torch.jit.save or torch.onnx.export."
         )
     if _looks_like_tar(stream):
         return _sniff_tar(stream)
@@ -52,6 +55,7 @@ def sniff_format(stream: BinaryIO) -> ArtifactFormat:
         return "onnx"
     raise UnsupportedFormat(
         "expected an ONNX file (ModelProto), a TorchScript archive (torch.jit.save), "
+        "a torch.export archive (.pt2, torch.export.save), "
         "or a .zip/.tar archive holding an .onnx file and its external data files"
     )
 
@@ -79,20 +83,40 @@ def _sniff_zip(stream: BinaryIO) -> ArtifactFormat:
     try:
         names = zipfile.ZipFile(stream).namelist()
     except zipfile.BadZipFile as exc:
-        raise UnsupportedFormat("a damaged zip archive; expected a TorchScript archive") from exc
+        raise UnsupportedFormat("a damaged zip archive; expected a TorchScript or torch.export archive") from exc
     finally:
         stream.seek(0)
+    if _is_exported_program(stream, names):
+        return "pt2"
     # torch.jit.save writes the network's Python source under <root>/code/; torch.save does not.
     if any("/code/" in name for name in names) and any(name.endswith("/data.pkl") for name in names):
         return "torchscript"
     if any(name.endswith("/data.pkl") for name in names):
         raise UnsupportedFormat(
             "this is a torch.save checkpoint, not a TorchScript archive; pickles are never loaded. "
-            "Export the network with torch.jit.save or torch.onnx.export."
+            "Export the network with torch.export.save, torch.jit.save or torch.onnx.export."
         )
     if has_onnx_member(names):
         return "onnx_archive"
-    raise UnsupportedFormat("a zip archive that is neither a TorchScript archive nor holds an .onnx file")
+    raise UnsupportedFormat("a zip archive that is neither a TorchScript archive nor holds an .onnx file "
+                            "(nor is it a torch.export .pt2 archive)")
+
+
+def _is_exported_program(stream: BinaryIO, names: list[str]) -> bool:
+    """torch.export.save writes <root>/archive_format holding "pt2" and the program as <root>/models/<name>.json."""
+    markers = [name for name in names if name.endswith("/archive_format") and name.count("/") == 1]
+    for marker in markers:
+        root = marker[: -len("archive_format")]
+        if any(name.startswith(root + "models/") and name.endswith(".json") for name in names):
+            try:
+                with zipfile.ZipFile(stream) as archive:
+                    if archive.getinfo(marker).file_size <= 16 and archive.read(marker).strip() == b"pt2":
+                        return True
+            except (zipfile.BadZipFile, KeyError, OSError):
+                return False
+            finally:
+                stream.seek(0)
+    return False
 
 
 def _looks_like_model_proto(stream: BinaryIO) -> bool:

@@ -120,7 +120,7 @@ def test_empty_upload(submit, services, sent_messages):
 
 def test_garbage_is_unsupported_format(submit, services, sent_messages):
     body = assert_problem(submit(os.urandom(4096) + b"\x00"), 415, "unsupported_format")
-    assert body["accepted"] == ["onnx", "torchscript"]
+    assert body["accepted"] == ["onnx", "torchscript", "pt2"]
     assert audit_count(services) == 0 and sent_messages() == []
     assert stored_files(services.store.root) == []
 

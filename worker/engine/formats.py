@@ -1,5 +1,5 @@
 """The one place the engine switches on an artifact's format: every format adapter (worker/engine/onnx/,
-worker/engine/torchscript/) has the same small surface, and the audit reaches it only through here."""
+worker/engine/torchscript/, worker/engine/pt2/) has the same small surface, and the audit reaches it only through here."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from worker.engine.network import InputSpec, LoadedNetwork
 from worker.engine.taps import Taps
 
 # Imported on first use: an audit of one format never loads the other's libraries.
-_ADAPTERS = {"onnx": "worker.engine.onnx", "torchscript": "worker.engine.torchscript"}
+_ADAPTERS = {"onnx": "worker.engine.onnx", "torchscript": "worker.engine.torchscript", "pt2": "worker.engine.pt2"}
 
 MakeBatches = Callable[[list[InputSpec]], ProbeBatches]
 
@@ -47,7 +47,7 @@ def open_network(path: Path, network_format: str | None, external_data_dir: Path
 
 
 def load_network(path: Path, network_format: str | None = None, external_data_dir: Path | None = None) -> LoadedNetwork:
-    """Load an ONNX or TorchScript artifact; the format is sniffed when not given."""
+    """Load an ONNX, TorchScript or .pt2 artifact; the format is sniffed when not given."""
     return adapter(network_format or detect_format(path)).load_network(Path(path), external_data_dir)
 
 
