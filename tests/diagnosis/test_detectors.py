@@ -7,7 +7,7 @@ from dataclasses import replace
 from gradaudit.schema import LayerRecord
 from worker.diagnosis.common import Context
 from worker.diagnosis.diagnose import diagnose
-from worker.diagnosis.facts import ACTIVATION, WEIGHT, LayerRole, NetworkFacts, Structure, WeightFacts
+from worker.diagnosis.facts import ACTIVATION, NORMALIZATION, WEIGHT, LayerRole, NetworkFacts, Structure, WeightFacts
 from worker.diagnosis.units import dead_shares
 
 ROLES = {"Linear": LayerRole(WEIGHT), "ReLU": LayerRole(ACTIVATION, "relu")}
@@ -87,3 +87,61 @@ def test_a_masked_infinity_that_reaches_no_gradient_is_not_a_finding():
     assert [f["code"] for f in found] == ["nonfinite_values"] and found[0]["evidence"]["first_layer"] == "mask"
     assert [f["code"] for f in diagnose(NetworkFacts(layers=layers, roles=roles, loss_finite=False))] == [
         "nonfinite_values"]
+
+
+def _sized(depth, output_grad, entries, name=None, kind="Linear"):
+    row = {"output_grad_norm": output_grad, "numel": entries, "activation_mean": 0.0, "activation_std": 1.0}
+    return LayerRecord(name=name or f"fc{depth}", kind=kind, depth=depth, parameters=4096, weight_norm=1.0,
+                      grad_norm=1.0, grad_mean_abs=0.0, grad_std=0.0, grad_max_abs=0.0, grad_zero_fraction=0.0,
+                      grad_nonfinite=0, grad_to_weight=1.0, batch_rows=[row] * 3)
+
+
+def test_tensor_size_alone_is_not_a_gradient_trend():
+    # Each layer toward the input has 4x the entries (a resolution doubling): under fan-out init the per-entry
+    # RMS stays level and the norm doubles per layer, 2.1 decades over 8 layers, which size alone explains.
+    by_size = [_sized(d, 2.0 ** (7 - d), 4 ** (9 - d)) for d in range(9)]
+    assert _codes(by_size) == set()
+    # A real gain of 2 per layer on level sizes shows in both measures.
+    by_gain = [_sized(d, 2.0 ** (7 - d), 4096) for d in range(9)]
+    assert _codes(by_gain) == {"exploding_gradient"}
+
+
+def test_the_output_layers_own_gradient_is_the_loss_source_not_a_point_of_the_trend():
+    # Level through the stack, then the classifier's ten logits: their gradient is the loss's.
+    layers = [_sized(d, 1.0, 4096) for d in range(8)] + [_sized(8, 1e-3, 10)]
+    assert _codes(layers) == set()
+
+
+def test_gradient_growth_in_a_fully_normalised_network_is_reported_not_warned():
+    # conv -> BatchNorm pairs, then the classifier; the gradient grows 2 decades toward the input.
+    layers, depth = [], 0
+    for i in range(8):
+        layers += [_sized(depth, 10.0 ** (2 - 0.25 * i), 4096, f"conv{i}"),
+                   _sized(depth + 1, 10.0 ** (2 - 0.25 * i), 4096, f"bn{i}", "BatchNorm2d")]
+        depth += 2
+    layers.append(_sized(depth, 1.0, 4096, "fc"))
+    roles = {**{s.name: LayerRole(WEIGHT) for s in layers}, **{f"bn{i}": LayerRole(NORMALIZATION) for i in range(8)}}
+    found = diagnose(NetworkFacts(layers=layers, roles=roles))
+    assert [(f["code"], f["severity"]) for f in found] == [("exploding_gradient", "info")]
+    unnormalised = [s for s in layers if not s.name.startswith("bn")]
+    assert {f["severity"] for f in diagnose(NetworkFacts(layers=unnormalised, roles=roles))} == {"warning"}
+
+
+def _dead_layers(share):
+    return [_stats("fc1", "Linear", 0, 10, grad_zero=share), _stats("relu1", "ReLU", 1, zeros=share),
+            _stats("fc2", "Linear", 2, 10)]
+
+
+def test_a_dead_share_past_the_threshold_warns_only_when_enough_samples_resolve_it():
+    few = diagnose(_facts(_dead_layers(0.6), batch_size=8))  # 24 samples
+    assert [(f["code"], f["severity"]) for f in few] == [("dead_relu", "info")]
+    assert few[0]["evidence"]["samples"] == 24
+    assert [f["severity"] for f in diagnose(_facts(_dead_layers(0.6), batch_size=32))] == ["warning"]
+    assert [f["severity"] for f in diagnose(_facts(_dead_layers(1.0), batch_size=1))] == ["critical"]
+
+
+def test_a_long_shortest_path_with_skips_elsewhere_is_not_a_plain_stack():
+    # 24 weight layers on the shortest path, drifting 1.2 decades: plain only where nothing bypasses anything.
+    layers = [_sized(d, 10.0 ** (1.2 - 0.05 * d), 4096) for d in range(25)] + [_sized(25, 1.0, 10)]
+    assert _codes(layers, structure=Structure(26, 0, 0, 26)) == {"deep_plain_stack"}
+    assert _codes(layers, structure=Structure(26, 0, 4, 24)) == set()

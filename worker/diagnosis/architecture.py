@@ -41,9 +41,11 @@ def detect_deep_plain_stack(ctx: Context, found: list[dict]) -> list[dict]:
     """A gradient path through DEEP_PLAIN or more weight layers with no skip around any of them, whose gradient
     vanishes or explodes with no other cause (initialisation, dead or saturated units, sigmoid/tanh) to blame."""
     structure = ctx.facts.structure
-    if structure is None or structure.shortest_path is None or structure.shortest_path < DEEP_PLAIN:
+    # Plain in He et al.'s sense: no shortcut anywhere. A network with skips (MobileNetV2's inverted residuals)
+    # may still have a long shortest path, but no stack of DEEP_PLAIN layers that nothing bypasses.
+    if structure is None or structure.skips or structure.shortest_path is None or structure.shortest_path < DEEP_PLAIN:
         return []
-    trend = next((f for f in found if f["code"] in _TRENDS), None)
+    trend = next((f for f in found if f["code"] in _TRENDS and f["severity"] != "info"), None)
     if any(f["code"] in _CAUSES for f in found) or (trend and _squashing_vanishing(ctx, trend)):
         return []
     fitted = gradient_trend(ctx.weights)

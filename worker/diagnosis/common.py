@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gradaudit.schema import LayerRecord
-from worker.diagnosis.facts import ACTIVATION, NORMALIZATION, NetworkFacts
+from worker.diagnosis.facts import ACTIVATION, MERGE, NORMALIZATION, NetworkFacts
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 _OP_COUNT_ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "elu")
@@ -49,6 +49,24 @@ class Context:
 
     def _has_activation_layers(self) -> bool:
         return any(self.facts.role(s.name).role == ACTIVATION for s in self.layers)
+
+    def normalised(self) -> set[str]:
+        """Weight layers whose output a normalization layer takes next (a BatchNorm after its convolution, or
+        after its ReLU: both scale alike), so that their weights' scale changes nothing downstream."""
+        names, previous = set(), None
+        for s in self.layers:
+            role = self.facts.role(s.name).role
+            if role == NORMALIZATION and previous is not None:
+                names.add(previous)
+                previous = None
+            elif s.parameters or role == MERGE:
+                previous = s.name if s.parameters else None  # a sum with a skip is not scale-invariant
+        return names
+
+    def fully_normalised(self) -> bool:
+        """Whether a normalization follows every weight layer but the output one."""
+        hidden = [s.name for s in self.weights if self.facts.role(s.name).role != NORMALIZATION][:-1]
+        return bool(hidden) and set(hidden) <= self.normalised()
 
     def weight_before(self, name: str) -> LayerRecord | None:
         """The nearest weight layer before layer `name`."""

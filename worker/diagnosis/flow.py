@@ -16,10 +16,12 @@ def detect(ctx: Context) -> list[dict]:
     gradients, activations = gradient_trend(ctx.weights), activation_trend(ctx.weights)
     change = gradients.change_decades if gradients else 0.0
     growth = -activations.change_decades if activations else 0.0
-    if change <= -WARNING_DECADES and (steady := _steady_change(ctx, gradients)) <= -WARNING_DECADES:
-        return [_vanishing(gradients, steady)]
-    if change >= WARNING_DECADES or growth >= ACTIVATION_WARNING_DECADES:
+    if change <= -WARNING_DECADES:
+        return [_vanishing(gradients)]
+    if growth >= ACTIVATION_WARNING_DECADES or (change >= WARNING_DECADES and not ctx.fully_normalised()):
         return [_exploding(gradients, activations, change, growth)]
+    if change >= WARNING_DECADES:
+        return [_normalised_growth(gradients, change)]
     return []
 
 
@@ -28,12 +30,15 @@ def trends(ctx: Context) -> tuple[Trend | None, Trend | None]:
     return gradient_trend(ctx.weights), activation_trend(ctx.weights)
 
 
-def _steady_change(ctx: Context, gradients: Trend) -> float:
-    """The fitted change without the output-side weight layer, where the same measure still fits a trend."""
-    # A decay over depth shows on the stack alone; one step at the output end (the loss gradient entering a
-    # saturated last layer through a classifier of another scale) is a single layer's doing, not a trend.
-    stack = gradient_trend(ctx.weights[:-1])
-    return stack.change_decades if stack and stack.metric == gradients.metric else gradients.change_decades
+def _normalised_growth(gradients: Trend, change: float) -> dict:
+    """Gradient growth toward the input in a network with a normalization after every hidden weight layer: what
+    BatchNorm does at initialisation (Yang et al. 2019: the gradient grows by sqrt(pi / (pi - 1)) per BatchNorm-
+    ReLU layer), in weights whose scale no longer matters, so that the effective step tunes itself (Arora, Li
+    and Lyu 2019). Such networks train without clipping: reported, not a warning."""
+    title = (f"The gradient grows {change:.1f} decades toward the input, as BatchNorm networks do at "
+             "initialisation; every hidden weight layer is normalised, so this sets no layer's effective step")
+    return finding("exploding_gradient", "info", title, gradients.beyond(WARNING_DECADES, 1.0),
+                   {"gradient": gradients.evidence(), "normalised": "every hidden weight layer"}, 0.5)
 
 
 def _severity(decades: float) -> str:
@@ -44,13 +49,12 @@ def _confidence(trend: Trend, decades: float) -> float:
     return trend.r2 * min(1.0, decades / (2 * WARNING_DECADES)) + 0.2
 
 
-def _vanishing(trend: Trend, steady: float) -> dict:
+def _vanishing(trend: Trend) -> dict:
     decades = -trend.change_decades
     title = (f"Vanishing gradients: the gradient reaching the input-side layers is {decades:.1f} decades "
              f"smaller than at the output side ({abs(trend.slope):.2f} decades per weight layer)")
-    evidence = {**trend.evidence(), "fitted_change_without_output_layer_decades": round(steady, 3)}
-    return finding("vanishing_gradient", _severity(decades), title, trend.beyond(WARNING_DECADES, -1.0), evidence,
-                   _confidence(trend, decades))
+    return finding("vanishing_gradient", _severity(decades), title, trend.beyond(WARNING_DECADES, -1.0),
+                   trend.evidence(), _confidence(trend, decades))
 
 
 def _exploding(gradients: Trend | None, activations: Trend | None, change: float, growth: float) -> dict:

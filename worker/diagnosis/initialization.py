@@ -21,11 +21,13 @@ FORWARD_MOVED = math.log10(2.0)
 
 
 def scale_ratios(ctx: Context) -> list[tuple[str, float, str]]:
-    """(layer, weight RMS / expected RMS, following activation) for each weight layer with weight facts."""
-    ratios = []
+    """(layer, weight RMS / expected RMS, following activation) for each weight layer with weight facts whose
+    output is not normalised next."""
+    ratios, normalised = [], ctx.normalised()
     for s in ctx.weights:
         facts = ctx.facts.weights.get(s.name)
-        if facts and facts.fan_in and not facts.constant:
+        # A normalization after the layer divides its weights' scale out of everything downstream.
+        if facts and facts.fan_in and not facts.constant and s.name not in normalised:
             activation = ctx.activation_after(s.name)
             ratios.append((s.name, facts.rms / (GAINS.get(activation, 1.0) / math.sqrt(facts.fan_in)), activation))
     return ratios

@@ -1,9 +1,18 @@
 """Least-squares trends of log10 magnitudes over depth, fitted across weight layers and probe batches.
 
-The gradient trend uses the norm of the loss gradient with respect to each weight layer's output (one point
-per layer and batch); where no output was observed it falls back to the RMS of the layer's parameter
-gradients. A change of loss scale or batch size multiplies every point by the same factor, which shifts all
-points alike and leaves the slope unchanged: thresholds on the fitted change are not absolute magnitudes.
+The gradient trend follows the loss gradient with respect to each weight layer's output (one point per layer
+and batch), from the layer below the output layer back to the input. The output layer's own point is left out:
+its gradient is the loss's (softmax minus target), set by the class count and the loss, not by how the network
+carries gradients.
+
+Tensor size is not gradient health. Where a layer's output has k times the entries of another's (a higher
+resolution, a wider layer), the standard initialisations keep one of two measures level: He/Xavier in fan-in
+mode and max pooling keep the gradient's norm, fan-out mode (torchvision's convolutions) keeps its RMS per
+entry. The two measures differ by exactly the size ratio, sqrt(k), so a change that is size alone shows in one
+of them and not the other, while a change of gain per layer (weights off scale, saturating or dead units)
+shows in both. The trend is the measure that changes less: the part of the change that size cannot explain.
+A change of loss scale or batch size multiplies every point by the same factor, which shifts all points alike
+and leaves the slope unchanged: thresholds on the fitted change are not absolute magnitudes.
 """
 
 from __future__ import annotations
@@ -52,12 +61,22 @@ class Trend:
 
 
 def gradient_trend(weights: list[LayerRecord]) -> Trend | None:
-    """The output-gradient trend, or the parameter-gradient RMS trend where outputs were not observed."""
-    series = [[row["output_grad_norm"] for row in s.batch_rows] for s in weights]
-    if sum(any(_usable(v) for v in values) for values in series) >= MIN_LAYERS:
-        return fit("log10 |dL/d output| per weight layer and batch", weights, series)
+    """The output-gradient trend of the layers below the output layer, by whichever of norm and per-entry RMS
+    changes less; the parameter-gradient RMS trend where outputs were not observed."""
+    below = weights[:-1]
+    norms = [[row["output_grad_norm"] for row in s.batch_rows] for s in below]
+    if sum(any(_usable(v) for v in values) for values in norms) >= MIN_LAYERS:
+        per_entry = [[_per_entry(row) for row in s.batch_rows] for s in below]
+        trends = [fit("log10 |dL/d output| per weight layer and batch", below, norms),
+                  fit("log10 RMS per entry of dL/d output per weight layer and batch", below, per_entry)]
+        return min((t for t in trends if t), key=lambda t: abs(t.change_decades), default=None)
     rms = [[s.grad_norm / math.sqrt(s.parameters)] if s.parameters else [] for s in weights]
     return fit("log10 RMS parameter gradient per weight layer", weights, rms)
+
+
+def _per_entry(row: dict) -> float | None:
+    norm, entries = row.get("output_grad_norm"), row.get("numel")
+    return norm / math.sqrt(entries) if _usable(norm) and entries else None
 
 
 def activation_trend(weights: list[LayerRecord]) -> Trend | None:

@@ -9,6 +9,10 @@ from worker.diagnosis.facts import ACTIVATION, NORMALIZATION, LayerRole
 SATURATING = ("sigmoid", "tanh")
 DEAD_WARNING, DEAD_CRITICAL = 0.5, 0.99  # share of a layer's units dead on every probe sample
 SATURATED_WARNING, SATURATED_CRITICAL = 0.2, 0.6  # share of a layer's outputs in the saturated region
+# A unit active on a share p of inputs outputs zero on all of n samples with probability (1 - p)^n, so n samples
+# tell a dead unit from one active on 5% of inputs, at 95% confidence, from n = 59 (0.95^59 < 0.05). Below that,
+# a share just past DEAD_WARNING is a coin flip (AlexNet's classifier: 0.50 on 12 samples, 0.35-0.45 on 32-256).
+SAMPLES_TO_RESOLVE = 59
 
 
 def dead_shares(ctx: Context) -> dict[str, float]:
@@ -40,14 +44,28 @@ def detect_dead(ctx: Context) -> list[dict]:
     if not flagged:
         return []
     worst = max(share for _, share in flagged)
-    severity = "critical" if worst >= DEAD_CRITICAL else "warning"
+    samples = _samples(ctx, [name for name, _ in flagged])
+    resolved = samples >= SAMPLES_TO_RESOLVE
+    severity = "critical" if worst >= DEAD_CRITICAL else "warning" if resolved else "info"
     names = [name for name, _ in flagged]
-    title = (f"Dead ReLUs: up to {worst:.0%} of the units of {span(names)} output zero for every probe sample"
-             + ("; no gradient passes them" if severity == "critical" else ""))
+    title = (f"Dead ReLUs: up to {worst:.0%} of the units of {span(names)} output zero for every one of "
+             f"{samples} probe samples" + ("; no gradient passes them" if severity == "critical" else "") +
+             ("" if severity != "info" else f"; {SAMPLES_TO_RESOLVE} samples are needed to tell a dead unit from "
+                                            "one active on 5% of inputs: probe with batch_size x batches "
+                                            f">= {SAMPLES_TO_RESOLVE} to decide"))
     evidence = {"dead_unit_share_by_layer": {name: round(share, 3) for name, share in dead},
+                "samples": samples, "samples_to_resolve": SAMPLES_TO_RESOLVE,
                 "rule": "dead share = min(share of outputs exactly zero in every batch, share of the feeding "
-                        "weight layer's gradient rows that are exactly zero); flagged from 0.5"}
-    return [finding("dead_relu", severity, title, names, evidence, 0.5 + worst / 2)]
+                        "weight layer's gradient rows that are exactly zero); flagged from 0.5, a warning from "
+                        f"{SAMPLES_TO_RESOLVE} samples on (below, only a share of {DEAD_CRITICAL} or more)"}
+    confidence = 0.5 + worst / 2 if resolved or severity == "critical" else 1 - (1 - 0.05) ** samples
+    return [finding("dead_relu", severity, title, names, evidence, confidence)]
+
+
+def _samples(ctx: Context, names: list[str]) -> int:
+    """Probe samples behind the named layers' shares: the batch size times the batches they were seen in."""
+    batches = min(len(s.batch_rows) for s in ctx.layers if s.name in names)
+    return ctx.facts.batch_size * batches
 
 
 def detect_saturated(ctx: Context) -> list[dict]:
