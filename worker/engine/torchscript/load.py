@@ -12,6 +12,7 @@ from gradaudit.errors import AuditError, one_line
 from worker.engine.network import InputSpec, Layer, LoadedNetwork
 from worker.engine.torchscript.normalization import attribute_path, batch_norm_layers
 from worker.engine.torchscript.structure import structure
+from worker.engine.torchscript.token_ids import embedding_weight
 from worker.engine.torchscript.vocabulary import OP_COUNT_NAMES, ROLES
 
 
@@ -52,12 +53,9 @@ def _input_spec(name: str, value: torch._C.Value, module: torch.jit.ScriptModule
 
 
 def _embedding_table(value: torch._C.Value, module: torch.jit.ScriptModule) -> torch.Tensor | None:
-    """The embedding weight this input indexes directly, if any: such an input holds token ids."""
-    parameters = dict(module.named_parameters())
-    for use in value.uses():
-        if use.user.kind() == "aten::embedding" and use.offset == 1:
-            return parameters.get(attribute_path(use.user.inputsAt(0)))
-    return None
+    """The embedding weight this input's entries index, if any: such an input holds token ids."""
+    weight = embedding_weight(value)
+    return None if weight is None else dict(module.named_parameters()).get(attribute_path(weight))
 
 
 def _layers(module: torch.jit.ScriptModule) -> list[Layer]:
