@@ -47,7 +47,7 @@ def test_nan_from_log_of_negative_is_critical_and_named_from_the_output_side(tmp
     assert finding["evidence"]["first_layer"] == "last" and finding["evidence"]["loss_finite"] is False
 
 
-def test_infinite_weights_recommend_reinitialising_them(tmp_path):
+def test_infinite_weights_recommend_reinitialising_them_at_their_activation_s_scale(tmp_path):
     network = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
     with torch.no_grad():
         network[0].weight[0, 0] = float("inf")
@@ -55,5 +55,6 @@ def test_infinite_weights_recommend_reinitialising_them(tmp_path):
     result = audit_network(path, options=AuditOptions(input_shapes={"input": [4, 4]}), device="cpu")
     finding = result.findings[0]
     assert finding["code"] == "nonfinite_values" and finding["evidence"]["nonfinite_weight_entries"] == 1
-    assert "reinit_xavier" in [r["code"] for r in finding["recommendations"]]
+    reinit = next(r for r in finding["recommendations"] if r["code"].startswith("reinit_"))
+    assert reinit["code"] == "reinit_he" and "'0'" in reinit["text"]  # the broken layer feeds a ReLU
     assert result.layers[0].weight_norm > 0 and result.layers[0].weight_norm < float("inf")

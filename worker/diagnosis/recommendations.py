@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 
+from worker.diagnosis import remedy_layers as layers
 from worker.diagnosis.common import Context, span
 
 RECOMMENDATION_CODES = (
@@ -13,11 +14,6 @@ RECOMMENDATION_CODES = (
 )
 # clip_grad_norm_ suggestion: this many times the median per-layer gradient norm seen in the probe.
 CLIP_FACTOR = 5.0
-_INIT_CALLS = {
-    "reinit_he": "He/Kaiming normal (torch.nn.init.kaiming_normal_(w, nonlinearity='relu'))",
-    "reinit_xavier": "Xavier/Glorot (torch.nn.init.xavier_normal_(w)), or orthogonal",
-    "reinit_orthogonal": "a scaled orthogonal matrix of gain 1 (torch.nn.init.orthogonal_(w))",
-}
 
 
 def recommend(finding: dict, ctx: Context, findings: list[dict]) -> list[dict[str, str]]:
@@ -35,26 +31,60 @@ def _rec(code: str, text: str) -> dict[str, str]:
     return {"code": code, "text": text}
 
 
-def init_code(ctx: Context) -> str:
-    """The initialisation that keeps signal scale for the network's activation: He, Xavier or orthogonal."""
-    hidden = ctx.weights[:-1] or ctx.weights  # the classifier's own activation says nothing
-    main = statistics.mode([ctx.activation_after(s.name) for s in hidden] or ["relu"])
-    if main in ("tanh", "sigmoid", "selu"):
-        return "reinit_xavier"
-    return "reinit_orthogonal" if main == "linear" else "reinit_he"
+def _within(names: list[str], finding: dict, ctx: Context) -> list[str]:
+    """The weight layers of names (or feeding them) that the finding also names: a cause's advice under a symptom."""
+    scope = set(layers.weights_of(ctx, finding["layers"]))
+    return [name for name in layers.weights_of(ctx, names) if name in scope]
 
 
-def _reinit(ctx: Context, names: list[str], why: str) -> dict[str, str]:
-    code = init_code(ctx)
-    return _rec(code, f"Re-initialise {span(names)} with {_INIT_CALLS[code]}: {why}.")
+def _reinit(ctx: Context, names: list[str], why: str = "") -> dict[str, str] | None:
+    """Re-initialise the weight layers of names as theory gives for the activation after them; for layers feeding
+    sigmoids, whose gain no weight scale restores, the activation swap instead."""
+    weights = layers.weights_of(ctx, names)
+    groups: dict[str, list[str]] = {}
+    for name in weights:
+        groups.setdefault(layers.family(ctx, name), []).append(name)
+    hidden = [layers.family(ctx, name) for name in weights if name != layers.classifier(ctx)]
+    main = statistics.mode(hidden) if hidden else next(iter(groups), None)
+    if main is None:
+        return None
+    if main == "sigmoid":
+        return _use_relu(ctx, groups["sigmoid"], "")
+    code, call, theory = layers.INITS[main]
+    feeding = [name for name in names if name not in weights]
+    where = f" (the weight layers feeding {layers.named(ctx, feeding)})" if feeding else ""
+    text = f"Re-initialise {layers.named(ctx, groups[main])}{where} with {call}: {why}{theory}"
+    for other, others in groups.items():
+        if other not in (main, "sigmoid"):
+            after = "which no activation follows" if other == "linear" else f"followed by {other}"
+            text += f"; and {layers.named(ctx, others)}, {after}, with {layers.INITS[other].call}"
+    if "sigmoid" in groups:
+        text += (f"; not {layers.named(ctx, groups['sigmoid'])}, which feed sigmoids: no weight scale restores "
+                 "their gain, replace the sigmoid")
+    return _rec(code, text + ".")
+
+
+def _use_relu(ctx: Context, weights: list[str], measured: str) -> dict[str, str] | None:
+    """Swap the sigmoid/tanh after the weight layers for ReLU, He-initialised, saying why rescaling would not do."""
+    if not weights:
+        return None
+    kinds = sorted({ctx.activation_after(name) for name in weights})
+    text = (f"Replace the {'/'.join(kinds)} after {layers.named(ctx, weights)} with ReLU and re-initialise those "
+            f"layers with {layers.INITS['relu'].call}: ReLU passes the gradient unchanged wherever it is active, and "
+            f"{layers.INITS['relu'].theory}{measured}.")
+    return _rec("use_relu", text + (" " + layers.SIGMOID_WHY if "sigmoid" in kinds else ""))
 
 
 def _poor_init(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
+    return [_init_cause(finding, ctx, finding["layers"]), _normalize(ctx, finding["layers"])]
+
+
+def _init_cause(finding: dict, ctx: Context, names: list[str]) -> dict | None:
+    """The re-initialisation a poor_initialization finding asks for, on names."""
     if finding["severity"] == "critical":
-        why = "random weights break the symmetry between units; keep constant values only for biases"
-    else:
-        why = "each layer then keeps the scale of the signal and of its gradient (gain about 1 per layer)"
-    return [_reinit(ctx, finding["layers"], why), _normalize(ctx)]
+        return _reinit(ctx, names, "random weights break the symmetry between units (keep constant values only for "
+                                   "biases); ")
+    return _reinit(ctx, names)
 
 
 def _dead(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
@@ -62,17 +92,18 @@ def _dead(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
     advice = []
     if negative:
         advice.append(_rec("reset_biases", (
-            f"Biases of {span(negative)} are strongly negative and keep the following ReLUs below zero: reset them "
-            "to zero (torch.nn.init.zeros_) or a small positive value such as 0.01.")))
+            f"Biases of {layers.named(ctx, negative)} (the weight layers feeding these ReLUs) are strongly negative "
+            "and keep the ReLUs below zero: reset them to zero (torch.nn.init.zeros_) or a small positive value "
+            "such as 0.01.")))
     advice.append(_rec("use_leaky_relu", (
-        f"Replace the ReLUs {span(finding['layers'])} with LeakyReLU (negative_slope=0.01) so a unit that is "
-        "off still passes gradient and can recover.")))
+        f"Replace the ReLUs ({layers.named(ctx, finding['layers'])}) with LeakyReLU (negative_slope=0.01) so a unit "
+        "that is off still passes gradient and can recover.")))
     narrow = [s for s in ctx.weights if s.batch_rows and s.batch_rows[0]["numel"] // ctx.facts.batch_size <= 8]
     if narrow and len(ctx.weights) >= 10:
         advice.append(_rec("reduce_depth", (
             f"{len(ctx.weights)} weight layers of width as small as {narrow[0].batch_rows[0]['numel'] // ctx.facts.batch_size}"
             ": a deep narrow ReLU stack is born dead with high probability (Lu et al. 2019); use fewer, wider layers.")))
-    advice.append(_reinit(ctx, finding["layers"], "He scaling keeps half of each layer's units active"))
+    advice.append(_reinit(ctx, finding["layers"]))
     return advice
 
 
@@ -87,41 +118,47 @@ def _negative_bias_layers(ctx: Context, relus: list[str]) -> list[str]:
 
 
 def _saturated(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
+    return _saturation_advice(finding, ctx, by_code, layers.weights_of(ctx, finding["layers"]))
+
+
+def _saturation_advice(finding: dict, ctx: Context, by_code: dict, weights: list[str]) -> list[dict]:
+    """For the saturated units fed by weights: smaller weights if they are too large, else the activation swap."""
     kinds = "/".join(finding["evidence"]["kinds"])
-    relu = _rec("use_relu", (
-        f"The outputs of {span(finding['layers'])} ({kinds}) sit in its flat region: replace with ReLU and re-initialise "
-        "the weight layers before them He-normal (torch.nn.init.kaiming_normal_)."))
+    relu = _use_relu(ctx, weights, f"; the {kinds} outputs sit in their flat region, where no gradient passes")
     init = by_code.get("poor_initialization")
-    if init is None:
-        return [relu, _normalize(ctx)]
-    return [_reinit(ctx, init["layers"], "smaller weights bring the pre-activations back to the region where the "
-                    f"{kinds} derivative is large"), relu]
+    scale = [name for name in layers.weights_of(ctx, init["layers"]) if name in weights] if init else []
+    if not scale:
+        return [relu, _normalize(ctx, weights)]
+    return [_reinit(ctx, scale, f"smaller weights bring the pre-activations back to where the {kinds} derivative "
+                                "is large; "), relu]
 
 
 def _vanishing(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
-    advice = [] if "poor_initialization" not in by_code else _poor_init(by_code["poor_initialization"], ctx, by_code)
+    advice = []
+    if "poor_initialization" in by_code:
+        cause = by_code["poor_initialization"]
+        advice.append(_init_cause(cause, ctx, names) if (names := _within(cause["layers"], finding, ctx)) else None)
     if "saturated_activation" in by_code:
-        advice += _saturated(by_code["saturated_activation"], ctx, by_code)
-    squashing = [s.name for s in ctx.weights if ctx.activation_after(s.name) in ("sigmoid", "tanh")]
-    if squashing:
-        kinds = sorted({ctx.activation_after(name) for name in squashing})
-        advice.append(_rec("use_relu", (
-            f"The {span(squashing)} are followed by {'/'.join(kinds)}, whose derivative (at most 0.25 for sigmoid) "
-            "shrinks the gradient at every layer: replace with ReLU and re-initialise He-normal "
-            f"(torch.nn.init.kaiming_normal_); the gradient now falls {abs(finding['evidence'].get('slope_decades_per_layer', 0)):.2f} "
-            "decades per weight layer.")))
-    advice += [_normalize(ctx), _skip(ctx, finding["layers"]),
-               _reinit(ctx, finding["layers"], "each layer then keeps the gradient's scale")]
-    return [a for a in advice if a]
+        saturated = by_code["saturated_activation"]
+        advice += _saturation_advice(saturated, ctx, by_code, _within(saturated["layers"], finding, ctx))
+    slope = abs(finding["evidence"].get("slope_decades_per_layer", 0))
+    advice += [_use_relu(ctx, layers.squashed(ctx, finding["layers"]),
+                         f"; here the gradient falls {slope:.2f} decades per weight layer"),
+               _normalize(ctx, finding["layers"]), _skip(ctx, finding["layers"]), _reinit(ctx, finding["layers"])]
+    return advice
 
 
 def _exploding(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
-    advice = [] if "poor_initialization" not in by_code else _poor_init(by_code["poor_initialization"], ctx, by_code)
+    advice = []
+    if "poor_initialization" in by_code:
+        cause = by_code["poor_initialization"]
+        advice.append(_init_cause(cause, ctx, names) if (names := _within(cause["layers"], finding, ctx)) else None)
     if "missing_normalization" in by_code:
-        advice += _missing_norm(by_code["missing_normalization"], ctx, by_code)
+        advice += [_scale_branches(ctx), _normalize(ctx, finding["layers"])]
+    advice = [a for a in advice if a]
     advice.append(_clip(ctx))
-    if not advice[:-1]:
-        advice.append(_reinit(ctx, finding["layers"], "each layer's gain should be about 1"))
+    if len(advice) == 1:
+        advice.append(_reinit(ctx, finding["layers"]))
     return advice
 
 
@@ -135,32 +172,39 @@ def _clip(ctx: Context) -> dict[str, str]:
 
 
 def _missing_norm(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
-    advice = []
-    if ctx.facts.structure and ctx.facts.structure.skips:
-        advice.append(_rec("scale_residual_branches", (
-            f"The {ctx.facts.structure.skips} residual additions each add a branch of full scale: zero-initialise "
-            "the last layer of every residual branch and scale the others by L^(-1/(2m-2)) (Fixup, Zhang et al. "
-            "2019), or add normalization inside each branch.")))
-    advice.append(_normalize(ctx) or _rec("add_batch_norm", "Add BatchNorm after the weight layers."))
-    return advice
+    return [_scale_branches(ctx), _normalize(ctx, finding["layers"])]
 
 
-def _normalize(ctx: Context) -> dict[str, str] | None:
+def _scale_branches(ctx: Context) -> dict[str, str] | None:
+    if not (ctx.facts.structure and ctx.facts.structure.skips):
+        return None
+    return _rec("scale_residual_branches", (
+        f"The {ctx.facts.structure.skips} residual additions each add a branch of full scale: zero-initialise "
+        "the last layer of every residual branch and scale the others by L^(-1/(2m-2)) (Fixup, Zhang et al. "
+        "2019), or add normalization inside each branch."))
+
+
+def _normalize(ctx: Context, names: list[str]) -> dict[str, str] | None:
+    """BatchNorm after the named hidden weight layers an activation follows; never after the classifier."""
     if ctx.facts.structure is not None and ctx.facts.structure.normalizations:
         return None
     if any(ctx.op_counts.get(op) for op in ("batch_norm", "layer_norm", "group_norm", "instance_norm")):
         return None
+    where = layers.normalizable(ctx, names)
+    if not where:
+        return None
     return _rec("add_batch_norm", (
-        f"No normalization layer was found: add BatchNorm (LayerNorm for sequences) after each of the "
-        f"{len(ctx.weights)} weight layers, before the activation, so every layer's input stays at unit scale."))
+        f"No normalization layer was found: add BatchNorm (LayerNorm for sequences) after {layers.named(ctx, where)} "
+        f"({len(where)} weight layer{'s' if len(where) > 1 else ''}), each before its activation, so every layer's input stays at unit scale; "
+        "not after the output classifier, whose outputs are the logits."))
 
 
 def _skip(ctx: Context, names: list[str]) -> dict[str, str] | None:
     if ctx.facts.structure is not None and ctx.facts.structure.skips:
         return None
     return _rec("add_skip_connections", (
-        f"Add residual connections (x + f(x)) around blocks of {span(names)} so the gradient can reach the "
-        "input side without crossing every layer."))
+        f"Add residual connections (x + f(x)) around blocks of {layers.named(ctx, names)} so the gradient can reach "
+        "the input side without crossing every layer."))
 
 
 def _deep_plain(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
@@ -183,14 +227,22 @@ def _recurrent(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
 def _nonfinite(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
     advice = []
     if ctx.weight_nonfinite:
-        advice.append(_rec("reinit_xavier", (
-            f"Weights of {sorted(ctx.weight_nonfinite)} already hold NaN/Inf: re-initialize them "
-            "(torch.nn.init.xavier_uniform_) or restore a checkpoint from before training diverged.")))
+        advice.append(_replace_broken(ctx, sorted(ctx.weight_nonfinite)))
     advice.append(_rec("clip_gradients", (
         f"Guard the operation after layer '{finding['evidence']['first_layer']}' that produces NaN/Inf (log or "
         "sqrt of non-positive values, division by zero, exp overflow: clamp or add an epsilon), and clip "
         "gradients with torch.nn.utils.clip_grad_norm_ so one bad step cannot blow the weights up.")))
     return advice
+
+
+def _replace_broken(ctx: Context, names: list[str]) -> dict[str, str]:
+    """New weights for layers holding NaN/Inf, at the scale theory gives their activation."""
+    main = statistics.mode([layers.family(ctx, name) for name in names])
+    # A sigmoid has no gain-restoring scale; Xavier's at least keeps its units out of saturation.
+    code, call, _ = layers.INITS["tanh" if main == "sigmoid" else main]
+    return _rec(code, (
+        f"Weights of {names} already hold NaN/Inf: re-initialise them with {call}, or restore a checkpoint from "
+        "before training diverged."))
 
 
 _ADVISORS = {
