@@ -203,3 +203,57 @@ class Unguarded(nn.Module):
         hidden = self.first(x)
         hidden = torch.exp(hidden) if self.op == "exp" else torch.log(hidden - 1.0)
         return self.last(hidden)
+
+
+class SharedBlock(nn.Module):
+    """One post-norm transformer-style block without attention: LayerNorm(x + W2 GELU(W1 x))."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.up, self.act, self.down = nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x + self.down(self.act(self.up(x))))
+
+
+class SharedEncoder(nn.Module):
+    """One block applied `calls` times in a Python loop: ALBERT's cross-layer parameter sharing."""
+
+    def __init__(self, width: int, calls: int):
+        super().__init__()
+        self.shared, self.calls = SharedBlock(width), calls
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.calls):
+            x = self.shared(x)
+        return x
+
+
+class AlbertLike(nn.Module):
+    """Token ids -> embedding -> LayerNorm -> one shared block called `calls` times -> mean-pooled classifier
+    (Lan et al. 2020, ALBERT, without attention or the factorised embedding)."""
+
+    def __init__(self, vocab: int = 100, width: int = 32, calls: int = 8, classes: int = 10):
+        super().__init__()
+        self.embedding, self.norm = nn.Embedding(vocab, width), nn.LayerNorm(width)
+        self.encoder = SharedEncoder(width, calls)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.norm(self.embedding(ids))).mean(dim=1))
+
+
+class TiedEmbedding(nn.Module):
+    """Token ids -> embedding -> Linear+GELU -> mean -> output projection whose weight is the embedding's
+    (Press & Wolf 2017, as language models tie their input and output embeddings)."""
+
+    def __init__(self, vocab: int = 50, width: int = 16):
+        super().__init__()
+        self.embedding, self.hidden = nn.Embedding(vocab, width), nn.Linear(width, width)
+        self.act = nn.GELU()
+        self.decoder = nn.Linear(width, vocab, bias=False)
+        self.decoder.weight = self.embedding.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.act(self.hidden(self.embedding(ids))).mean(dim=1))

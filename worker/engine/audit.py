@@ -21,7 +21,7 @@ from worker.engine.network import LoadedNetwork
 from worker.engine.normalization import batch_statistics
 from worker.engine.normalization import setup_entries as normalization_setup
 from worker.engine.output_stats import SAMPLING_RULE, Recorder
-from worker.engine.parameter_stats import layer_records
+from worker.engine.parameter_stats import layer_records, parameter_total
 from worker.engine.probe import FirstOutput, exported_output, run_probe
 from worker.engine.taps import Taps, observed_layers
 from worker.engine.torchscript.tapping import TapsUnavailable
@@ -75,7 +75,8 @@ def audit_network(
                           loss_finite=loss_value is not None, weight_nonfinite=weight_nonfinite)
     findings = diagnose(facts)
     return EngineResult(
-        network={"format": network.format, "parameters": sum(s.parameters for s in layers), "layers": len(layers)},
+        network={"format": network.format, "parameters": parameter_total(module, observed, network.same_parameters),
+                 "layers": len(layers)},
         setup={**_setup(network, batches, first_output, options, device), **_probe_setup(taps, losses, loss_value),
                **parity, **training,
                **normalization_setup(network.batch_norms, on_batch_statistics, options.normalization)},

@@ -11,7 +11,7 @@ import torch
 from gradaudit.schema import LayerRecord
 from worker.diagnosis.facts import PLAIN, RECURRENT, WEIGHT, LayerRole, NetworkFacts, RecurrenceFacts, WeightFacts
 from worker.engine.network import Layer, LoadedNetwork
-from worker.engine.parameter_stats import CHUNK_ELEMENTS
+from worker.engine.parameter_stats import CHUNK_ELEMENTS, named_parameters
 
 _SEQUENCES = 32  # sequences run through a plain recurrence to measure its gradient through time
 _MIN_STEPS = 4
@@ -34,7 +34,7 @@ def network_facts(network: LoadedNetwork, module: torch.nn.Module, layers: list[
 
 def weight_facts(module: torch.nn.Module, layers: list[Layer], roles: dict[str, LayerRole]) -> dict[str, WeightFacts]:
     """Per weight layer (Linear, Conv, Gemm, MatMul) and plain recurrence, by name: its weight facts."""
-    parameters = dict(module.named_parameters())
+    parameters = named_parameters(module)
     facts = {}
     for layer in layers:
         if _has_weight_facts(roles[layer.name]) and layer.parameter_names:
@@ -84,7 +84,7 @@ def _is_plain_recurrence(role: LayerRole) -> bool:
 def recurrences(module: torch.nn.Module, layers: list[Layer], roles: dict[str, LayerRole], numels: dict[str, int],
                 batch_size: int) -> dict[str, RecurrenceFacts]:
     """Per plain recurrent layer by name: its gradient through time over the probe's sequence length."""
-    parameters = dict(module.named_parameters())
+    parameters = named_parameters(module)
     found = {}
     for layer in layers:
         if _is_plain_recurrence(roles[layer.name]):

@@ -64,4 +64,7 @@ class LoadedNetwork:
     batch_norms: list[BatchNormLayer] = field(default_factory=list)
     # TorchScript: the BatchNorm modules the taps' graph runs on batch statistics (ONNX switches its modules)
     batch_statistics: set[str] = field(default_factory=set)
+    # ONNX: parameter name -> the name of the first one holding the same parameter of the user's network, where
+    # the file stores one parameter several times (once per call of a shared layer, transposed, tied)
+    same_parameters: dict[str, str] = field(default_factory=dict)
 

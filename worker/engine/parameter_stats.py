@@ -1,4 +1,9 @@
-"""Per-layer statistics of parameter gradients, computed on the device and fetched in one transfer."""
+"""Per-layer statistics of parameter gradients, computed on the device and fetched in one transfer.
+
+A parameter may belong to several layers: each call of a module called several times, or a module whose weight
+is tied to another's. Each such layer reports it (its gradient accumulates over every use), and the network's
+total counts it once.
+"""
 
 from __future__ import annotations
 
@@ -32,9 +37,26 @@ def _measured(module: torch.nn.Module, owning: list[Layer]) -> dict[str, list[fl
     """The device rows of every parameter-owning layer, fetched in one transfer."""
     if not owning:
         return {}
-    parameters = dict(module.named_parameters())
-    rows = torch.stack([_row([parameters[name] for name in layer.parameter_names]) for layer in owning])
-    return dict(zip((layer.name for layer in owning), rows.cpu().tolist()))
+    parameters = named_parameters(module)
+    groups = list(dict.fromkeys(tuple(layer.parameter_names) for layer in owning))  # each call's are the first's
+    rows = dict(zip(groups, torch.stack([_row([parameters[name] for name in group]) for group in groups])
+                    .cpu().tolist()))
+    return {layer.name: rows[tuple(layer.parameter_names)] for layer in owning}
+
+
+def named_parameters(module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """Every parameter under every name it has: a tied weight (decoder.weight is embedding.weight) keeps both."""
+    return dict(module.named_parameters(remove_duplicate=False))
+
+
+def parameter_total(module: torch.nn.Module, layers: list[Layer], same: dict[str, str] | None = None) -> int:
+    """The network's parameters, each counted once however many layers list it. `same` maps a parameter's name
+    to the one holding the same parameter of the user's network, where the format stored it more than once."""
+    parameters, counted = named_parameters(module), {}
+    for name in {name for layer in layers for name in layer.parameter_names}:
+        tensor = parameters[(same or {}).get(name, name)]
+        counted[id(tensor)] = tensor.numel()
+    return sum(counted.values())
 
 
 def _as_record(layer: Layer, values: dict[str, float], batch_rows: list[dict]) -> LayerRecord:

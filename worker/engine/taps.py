@@ -54,6 +54,21 @@ def _observer(recorder: Recorder, index: int) -> Callable:
     return observe
 
 
+CALL_MARK = "#"
+
+
+def call_name(name: str, call: int) -> str:
+    """The row of a module's k-th call, in every format: its name for the first call, name#k for later ones
+    (ALBERT's shared layer called 12 times is encoder.shared, encoder.shared#2, ..., encoder.shared#12)."""
+    return name if call == 1 else f"{name}{CALL_MARK}{call}"
+
+
+def base_path(name: str) -> tuple[str, int]:
+    """(module name, call number) of a row name written by call_name."""
+    path, _, call = name.partition(CALL_MARK)
+    return path, int(call) if call else 1
+
+
 def observed_layers(layers: list[Layer], probes: list[list[dict]]) -> tuple[list[Layer], list[list[dict]]]:
     """Drop parameter-free layers whose output was never a float tensor (shape arithmetic); renumber depth."""
     kept = [(layer, rows) for layer, rows in zip(layers, probes) if layer.parameter_names or rows]

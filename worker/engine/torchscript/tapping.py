@@ -7,7 +7,8 @@ this module, and any failure surfaces as TapsUnavailable so the audit can fall b
 A node belongs to the module whose call it came from (its module hierarchy after inlining, e.g. "layers.0"
 for nodes of `self.layers[0](x)`). A module call's output is the tensor that leaves its nodes: the first
 tensor output of the last top-level node of that call that is used outside it. Only top-level nodes are
-tapped, so a call made inside an `if` or a loop of scripted code has no tap.
+tapped, so a call made inside an `if` or a loop of scripted code has no tap. A module called several times has
+one output per call, `path` for the first and `path#k` for the k-th (calls.py).
 
 A tap is a call to the op gradaudit::observe inserted right after the node producing the tensor. Its Python
 kernel hands the tensor to the observer of the running forward at that moment, before any later in-place op
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 import torch
 
 from gradaudit.errors import one_line
+from worker.engine.taps import base_path, call_name
+from worker.engine.torchscript.calls import call_numbers, enclosing, top_level
 
 _SEGMENT = re.compile(r"([^.()]*)\(([^()]*)\)")
 
@@ -35,10 +38,12 @@ class TapsUnavailable(Exception):
 
 @dataclass(frozen=True)
 class ModuleOutput:
-    """The tensor leaving one module call, and the module path of the node that produced it."""
+    """The tensor leaving one module call, the module path of the node that produced it, and that node's
+    position among the graph's top-level nodes (the order calls run in)."""
 
     value: torch._C.Value
     producer: str
+    position: int = 0
 
 
 class Tapping:
@@ -48,7 +53,7 @@ class Tapping:
         try:
             self._graph = module.inlined_graph  # a fresh copy each time: editing it leaves the module alone
             edit(self._graph)
-            self.outputs = _by_module_name(_module_outputs(self._graph), module)
+            self.outputs = _by_module_name(_module_outputs(self._graph, module), module)
         except Exception as exc:
             raise TapsUnavailable(f"the graph could not be analysed ({one_line(exc, 200)})") from None
         self._module = module
@@ -93,15 +98,22 @@ def module_path(node: torch._C.Node) -> str:
     return ".".join(names)
 
 
-def _module_outputs(graph: torch._C.Graph) -> dict[str, ModuleOutput]:
+def _module_outputs(graph: torch._C.Graph, module) -> dict[str, ModuleOutput]:
+    """The output of every top-level module call, keyed by call name (module hierarchy paths)."""
+    calls = call_numbers(graph, module, module_path, lambda path: _call_path(module, path))
     outputs: dict[str, ModuleOutput] = {}
-    for node in graph.nodes():
+    for position, node in enumerate(graph.nodes()):
         path = module_path(node)
-        for scope in _enclosing(path):
-            value = _first_escaping_tensor(node, scope)
+        for scope in enclosing(path):
+            call = calls.get(node, {}).get(scope, 1)
+            value = _first_escaping_tensor(node, scope, calls, call)
             if value is not None:
-                outputs[scope] = ModuleOutput(value, path)
+                outputs[call_name(scope, call)] = ModuleOutput(value, path, position)
     return outputs
+
+
+def _call_of(node: torch._C.Node, scope: str, calls: dict) -> int:
+    return calls.get(top_level(node), {}).get(scope, 1)
 
 
 def _by_module_name(outputs: dict[str, ModuleOutput], module) -> dict[str, ModuleOutput]:
@@ -110,8 +122,13 @@ def _by_module_name(outputs: dict[str, ModuleOutput], module) -> dict[str, Modul
     names = {}
     for path, _ in module.named_modules():
         names.setdefault(_call_path(module, path), path)
-    return {names[path]: ModuleOutput(found.value, names.get(found.producer, found.producer))
-            for path, found in outputs.items() if path in names}
+    renamed = {}
+    for name, found in outputs.items():
+        path, call = base_path(name)
+        if path in names:
+            producer = names.get(found.producer, found.producer)
+            renamed[call_name(names[path], call)] = ModuleOutput(found.value, producer, found.position)
+    return renamed
 
 
 def _call_path(module, path: str) -> str:
@@ -126,25 +143,21 @@ def _call_path(module, path: str) -> str:
 _NEVER_CALLED = frozenset({"ModuleList", "ModuleDict"})
 
 
-def _enclosing(path: str) -> list[str]:
-    parts = path.split(".") if path else []
-    return [".".join(parts[:n]) for n in range(1, len(parts) + 1)]
-
-
-def _first_escaping_tensor(node: torch._C.Node, scope: str) -> torch._C.Value | None:
+def _first_escaping_tensor(node: torch._C.Node, scope: str, calls: dict, call: int) -> torch._C.Value | None:
     for value in node.outputs():
-        if any(not _within(use.user, scope) for use in value.uses()):
+        if any(not _within(use.user, scope, calls, call) for use in value.uses()):
             tensor = _tensor_in(value)
             if tensor is not None:
                 return tensor
     return None
 
 
-def _within(node: torch._C.Node, scope: str) -> bool:
+def _within(node: torch._C.Node, scope: str, calls: dict, call: int) -> bool:
+    """Whether node is part of the given call of the module at scope."""
     if node.kind() == "prim::Return":
         return False
     path = module_path(node)
-    return path == scope or path.startswith(scope + ".")
+    return (path == scope or path.startswith(scope + ".")) and _call_of(node, scope, calls) == call
 
 
 def _tensor_in(value: torch._C.Value) -> torch._C.Value | None:

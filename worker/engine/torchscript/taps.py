@@ -1,12 +1,14 @@
 """TorchScript layers and taps: module calls observed through a rewrite of the graph, grouped by module scope;
-the parameter-owning modules alone where the rewrite is not possible or fails when run."""
+the parameter-owning modules alone where the rewrite is not possible or fails when run. A module called several
+times has a row per call (`path`, then `path#2`, ...) placed where the call runs, each listing the module's
+parameters: the diagnosis sees one weight layer per call, the network's total counts them once."""
 
 from __future__ import annotations
 
 import functools
 
 from worker.engine.network import Layer, LoadedNetwork
-from worker.engine.taps import Taps
+from worker.engine.taps import Taps, base_path, call_name
 from worker.engine.torchscript.normalization import batch_statistics_edit
 from worker.engine.torchscript.tapping import Tapping, TapsUnavailable
 
@@ -41,7 +43,28 @@ def _torchscript_layers(network: LoadedNetwork, tapping: Tapping) -> tuple[list[
             name = path or network.module.original_name
             layers.append(Layer(name, submodule.original_name, len(layers), owned.get(path, [])))
             paths.append(path)
-    return layers, paths
+    return _with_later_calls(layers, paths, tapping)
+
+
+def _with_later_calls(layers: list[Layer], paths: list[str], tapping: Tapping) -> tuple[list[Layer], list[str]]:
+    """Each later call of a listed module inserted after the last row whose output is produced before its own."""
+    rows = [(layer, path) for layer, path in zip(layers, paths)]
+    listed = {path: layer for layer, path in rows}
+    later = sorted((found.position, key) for key, found in tapping.outputs.items() if base_path(key)[1] > 1)
+    for position, key in later:
+        path, call = base_path(key)
+        if path in listed:
+            first = listed[path]
+            row = Layer(call_name(first.name, call), first.kind, 0, first.parameter_names)
+            rows.insert(_after_last_before(rows, position, tapping), (row, key))
+    return ([Layer(layer.name, layer.kind, depth, layer.parameter_names) for depth, (layer, _) in enumerate(rows)],
+            [path for _, path in rows])
+
+
+def _after_last_before(rows: list[tuple[Layer, str]], position: int, tapping: Tapping) -> int:
+    earlier = [i for i, (_, path) in enumerate(rows) if path in tapping.outputs
+               and tapping.outputs[path].position < position]
+    return earlier[-1] + 1 if earlier else len(rows)
 
 
 def _path_of(layer: Layer) -> str:
