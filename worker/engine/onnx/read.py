@@ -23,6 +23,7 @@ from worker.engine.onnx.convert import (
 from worker.engine.onnx.external_data import external_tensors, locate_external_data
 from worker.engine.onnx.folded import folded_setup, restore_folded_batch_norms
 from worker.engine.onnx.prepare import refuse_unsupported
+from worker.engine.onnx.same_parameters import same_parameters
 from worker.engine.onnx.structure import structure
 from worker.engine.onnx.token_ids import vocabulary_size
 from worker.engine.onnx.vocabulary import OP_COUNT_NAMES, ROLES
@@ -59,10 +60,12 @@ def convert_graph(graph: OnnxGraph) -> LoadedNetwork:
     constants = scalar_constants(proto.graph)
     converted = convert_onnx(proto, take=True)
     del proto  # from here on the module holds the only copy of the weights
+    layers = _layers(converted)
     return LoadedNetwork(
         module=converted.module,
         format="onnx",
-        layers=_layers(converted),
+        layers=layers,
+        same_parameters=same_parameters(converted.module, layers, converted.module.onnx_model.graph),
         notes={"opset": graph.opset, "conversion_warnings": converted.warnings,
                **folded_setup(graph.restored_batch_norms)},
         nodes=converted.nodes,
