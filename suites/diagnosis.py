@@ -145,8 +145,9 @@ def he2015(depth: int, width: int, seed: int) -> list[Case]:
 
 
 def he2016(depth: int, width: int, seed: int) -> list[Case]:
-    """Plain against residual CNNs, both with BatchNorm (running statistics calibrated); from about 20 layers the
-    plain one's gradient explodes toward the input (Yang et al. 2019, a mean field theory of batch norm)."""
+    """Plain against residual CNNs, both with BatchNorm (running statistics calibrated, or untrained); from about
+    20 layers the plain one's gradient explodes toward the input (Yang et al. 2019, a mean field theory of batch
+    norm)."""
     tag = f"d{depth}c{width}s{seed}"
     shape = [4, 3, 8, 8]
     plain = lambda: n.calibrate_batch_norm(n.plain_cnn(depth, width, "he", batch_norm=True), shape, seed)  # noqa
@@ -155,6 +156,14 @@ def he2016(depth: int, width: int, seed: int) -> list[Case]:
         _case(f"he2016_plain_{tag}", "he2016", HE2016, plain, shape, _deep(depth),
               ("add_skip_connections",) if depth >= DEEP_PLAIN else ()),
         _case(f"he2016_residual_{tag}", "he2016", HE2016, residual, shape),
+        # The same networks untrained, their BatchNorm at initial statistics (an identity in eval mode): probed as
+        # training computes them, with batch statistics, they get the same labels. The legacy ONNX export folds
+        # such BatchNorm into the convolutions, where the audit restores it (worker/engine/onnx/folded.py).
+        _case(f"he2016_plain_fresh_bn_{tag}", "he2016", HE2016,
+              lambda: n.plain_cnn(depth, width, "he", batch_norm=True).eval(), shape, _deep(depth),
+              ("add_skip_connections",) if depth >= DEEP_PLAIN else ()),
+        _case(f"he2016_residual_fresh_bn_{tag}", "he2016", HE2016,
+              lambda: n.ResidualCNN(depth // 2, width, True).eval(), shape),
     ]
 
 
@@ -274,12 +283,13 @@ def cases(sweep: str = "full") -> list[Case]:
     return found
 
 
-EXPORT_ROUTES = ("onnx", "dynamo", "torchscript")
+EXPORT_ROUTES = ("onnx", "dynamo", "torchscript", "pt2")
 
 
 def export(case: Case, network_format: str, folder: Path) -> tuple[Path, AuditOptions]:
     """The case's network saved by one route, and the options to audit it: "onnx" (the legacy exporter,
-    opset 17), "dynamo" (torch.onnx.export's default, weights in NAME.onnx.data beside it) or "torchscript"."""
+    opset 17), "dynamo" (torch.onnx.export's default, weights in NAME.onnx.data beside it), "torchscript" (a
+    trace) or "pt2" (torch.export, whose program declares its own input shapes)."""
     network, example = case.network(), torch.randn(case.shape, generator=torch.Generator().manual_seed(0))
     torch.backends.mha.set_fastpath_enabled(False)  # the fused eval path neither traces nor exports
     with warnings.catch_warnings():
@@ -293,6 +303,10 @@ def export(case: Case, network_format: str, folder: Path) -> tuple[Path, AuditOp
             path = folder / f"{case.name}.onnx"
             torch.onnx.export(network, (example,), str(path), input_names=["x"])
             return path, AuditOptions(input_shapes={"x": case.shape})
+        if network_format == "pt2":
+            path = folder / f"{case.name}.pt2"
+            torch.export.save(torch.export.export(network, (example,)), str(path))
+            return path, AuditOptions()
         path = folder / f"{case.name}.pt"
         torch.jit.save(torch.jit.trace(network, example, check_trace=False), str(path))
     return path, AuditOptions(input_shapes={_input_name(path): case.shape})
