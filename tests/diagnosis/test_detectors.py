@@ -145,3 +145,18 @@ def test_a_long_shortest_path_with_skips_elsewhere_is_not_a_plain_stack():
     layers = [_sized(d, 10.0 ** (1.2 - 0.05 * d), 4096) for d in range(25)] + [_sized(25, 1.0, 10)]
     assert _codes(layers, structure=Structure(26, 0, 0, 26)) == {"deep_plain_stack"}
     assert _codes(layers, structure=Structure(26, 0, 4, 24)) == set()
+
+
+def test_growth_outside_the_normalised_layers_still_warns():
+    # Four conv -> BatchNorm pairs stay level; then eight unnormalised layers grow the gradient 2 decades.
+    layers, depth = [], 0
+    for i in range(8):
+        layers.append(_sized(depth, 10.0 ** (2 - 0.25 * i), 4096, f"fc{i}"))
+        depth += 1
+    for i in range(4):
+        layers += [_sized(depth, 1.0, 4096, f"conv{i}"), _sized(depth + 1, 1.0, 4096, f"bn{i}", "BatchNorm2d")]
+        depth += 2
+    layers.append(_sized(depth, 1.0, 4096, "head"))
+    roles = {**{s.name: LayerRole(WEIGHT) for s in layers}, **{f"bn{i}": LayerRole(NORMALIZATION) for i in range(4)}}
+    found = diagnose(NetworkFacts(layers=layers, roles=roles))
+    assert [(f["code"], f["severity"]) for f in found] == [("exploding_gradient", "warning")]

@@ -63,11 +63,6 @@ class Context:
                 previous = s.name if s.parameters else None  # a sum with a skip is not scale-invariant
         return names
 
-    def fully_normalised(self) -> bool:
-        """Whether a normalization follows every weight layer but the output one."""
-        hidden = [s.name for s in self.weights if self.facts.role(s.name).role != NORMALIZATION][:-1]
-        return bool(hidden) and set(hidden) <= self.normalised()
-
     def weight_before(self, name: str) -> LayerRecord | None:
         """The nearest weight layer before layer `name`."""
         before = None

@@ -9,6 +9,8 @@ from worker.diagnosis.trend import Trend, activation_trend, gradient_trend
 WARNING_DECADES, CRITICAL_DECADES = 1.5, 4.0
 # Activations growing with depth: the forward half of an explosion (Zhang et al. 2019).
 ACTIVATION_WARNING_DECADES = 1.5
+# Growth counts as BatchNorm's when the normalised layers' own trend carries at least this share of it.
+EXPLAINED = 0.5
 
 
 def detect(ctx: Context) -> list[dict]:
@@ -18,10 +20,11 @@ def detect(ctx: Context) -> list[dict]:
     growth = -activations.change_decades if activations else 0.0
     if change <= -WARNING_DECADES:
         return [_vanishing(gradients)]
-    if growth >= ACTIVATION_WARNING_DECADES or (change >= WARNING_DECADES and not ctx.fully_normalised()):
+    if change >= WARNING_DECADES and growth < ACTIVATION_WARNING_DECADES and (
+            normalised := _normalised_trend(ctx, change)):
+        return [_normalised_growth(gradients, normalised)]
+    if change >= WARNING_DECADES or growth >= ACTIVATION_WARNING_DECADES:
         return [_exploding(gradients, activations, change, growth)]
-    if change >= WARNING_DECADES:
-        return [_normalised_growth(gradients, change)]
     return []
 
 
@@ -30,15 +33,24 @@ def trends(ctx: Context) -> tuple[Trend | None, Trend | None]:
     return gradient_trend(ctx.weights), activation_trend(ctx.weights)
 
 
-def _normalised_growth(gradients: Trend, change: float) -> dict:
-    """Gradient growth toward the input in a network with a normalization after every hidden weight layer: what
-    BatchNorm does at initialisation (Yang et al. 2019: the gradient grows by sqrt(pi / (pi - 1)) per BatchNorm-
-    ReLU layer), in weights whose scale no longer matters, so that the effective step tunes itself (Arora, Li
-    and Lyu 2019). Such networks train without clipping: reported, not a warning."""
-    title = (f"The gradient grows {change:.1f} decades toward the input, as BatchNorm networks do at "
-             "initialisation; every hidden weight layer is normalised, so this sets no layer's effective step")
+def _normalised_trend(ctx: Context, change: float) -> Trend | None:
+    """The trend over the weight layers normalised next, where it carries at least EXPLAINED of the growth."""
+    normalised = ctx.normalised()
+    trend = gradient_trend([s for s in ctx.weights[:-1] if s.name in normalised] + ctx.weights[-1:])
+    return trend if trend and trend.change_decades >= EXPLAINED * change else None
+
+
+def _normalised_growth(gradients: Trend, normalised: Trend) -> dict:
+    """Gradient growth toward the input carried by the weight layers a normalization follows: what BatchNorm
+    does at initialisation (Yang et al. 2019: the gradient grows by sqrt(pi / (pi - 1)) per BatchNorm-ReLU
+    layer), in weights whose scale no longer matters, so that their effective step tunes itself (Arora, Li and
+    Lyu 2019); the layers beside them (a squeeze-excitation gate, the classifier) inherit it. Such networks
+    train without clipping: reported, not a warning."""
+    title = (f"The gradient grows {gradients.change_decades:.1f} decades toward the input, "
+             f"{normalised.change_decades:.1f} of them over the {len(normalised.names)} normalised weight "
+             "layers: BatchNorm's growth at initialisation, which sets no normalised layer's effective step")
     return finding("exploding_gradient", "info", title, gradients.beyond(WARNING_DECADES, 1.0),
-                   {"gradient": gradients.evidence(), "normalised": "every hidden weight layer"}, 0.5)
+                   {"gradient": gradients.evidence(), "normalised_layers": normalised.evidence()}, 0.5)
 
 
 def _severity(decades: float) -> str:
