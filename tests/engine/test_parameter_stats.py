@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gradaudit.options import AuditOptions
-from suites.networks import AlbertLike, TiedEmbedding
+from suites.networks import AlbertLike, TiedEmbedding, TransformerClassifier
 from tests.support.networks import export_onnx, save_torchscript
 from worker.engine.audit import audit_network
 
@@ -59,3 +59,12 @@ def test_every_parameter_is_reported_by_some_layer(audited):
 def test_a_shared_layer_at_default_initialisation_is_not_exploding(audited):
     _, result = audited
     assert "exploding_gradient" not in {finding["code"] for finding in result.findings}
+
+
+def test_layers_deep_copied_from_one_are_counted_each(tmp_path):
+    """nn.TransformerEncoder deep-copies its layer: equal values at initialisation, separate parameters."""
+    torch.manual_seed(0)
+    network = TransformerClassifier(2, 16).eval()
+    path = export_onnx(network, torch.randn(2, 5, 16), tmp_path / "encoder.onnx", opset=17)
+    result = audit_network(path, options=AuditOptions(), device="cpu", external_data_dir=tmp_path)
+    assert result.network["parameters"] == sum(p.numel() for p in network.parameters())

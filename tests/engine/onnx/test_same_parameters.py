@@ -33,15 +33,24 @@ def test_scopes_come_from_the_dynamo_record_or_the_legacy_name_without_call_suff
                                 _node("node_MatMul_5", "['', 'encoder', 'encoder.shared.up', 'linear_2']"),
                                 _node("odd")))
     assert scopes == {"/encoder/shared/up_3/MatMul": "encoder/shared/up", "/head/Gemm": "head",
-                      "node_MatMul_5": "encoder.shared.up", "odd": ""}
+                      "node_MatMul_5": "encoder.shared.up", "odd": "odd"}
 
 
-def test_a_transposed_copy_is_the_same_parameter_and_a_different_one_is_not():
+def test_a_transposed_copy_read_by_the_same_module_is_the_same_parameter():
     weight = torch.randn(4, 6)
     module = _module(a=weight, b=weight.t().contiguous(), c=torch.randn(4, 6))
     layers = [Layer("/x/MatMul", "MatMul", 0, ["a"]), Layer("/x_1/MatMul", "MatMul", 1, ["b"]),
               Layer("/y/MatMul", "MatMul", 2, ["c"])]
-    assert same_parameters(module, layers, _graph()) == {"b": "a"}
+    assert same_parameters(module, layers, _graph(*(_node(layer.name) for layer in layers))) == {"b": "a"}
+
+
+def test_equal_values_in_two_modules_are_two_parameters_unless_one_is_an_embedding_table():
+    weight, table = torch.randn(10, 4), torch.randn(10, 4)  # nn.TransformerEncoder deep-copies its layer
+    module = _module(layer0=weight.clone(), layer1=weight.clone(), table=table, decoder=table.t().contiguous())
+    layers = [Layer("/layers.0/MatMul", "MatMul", 0, ["layer0"]), Layer("/layers.1/MatMul", "MatMul", 1, ["layer1"]),
+              Layer("/embedding/Gather", "Gather", 2, ["table"]), Layer("/decoder/MatMul", "MatMul", 3, ["decoder"])]
+    same = same_parameters(module, layers, _graph(*(_node(layer.name) for layer in layers)))
+    assert same == {"decoder": "table"}
 
 
 def test_equal_constants_are_one_parameter_only_within_one_module():
