@@ -28,7 +28,7 @@ def test_deep_sigmoid_mlp_is_vanishing(tmp_path, export):
     finding = result.findings[0]
     _assert_well_formed(finding)
     assert finding["code"] == "vanishing_gradient" and result.verdict == "critical"
-    assert finding["evidence"]["fitted_change_decades"] < -6 and finding["evidence"]["layers_fitted"] == 13
+    assert finding["evidence"]["fitted_change_decades"] < -6 and finding["evidence"]["layers_fitted"] == 12  # below the output layer
     assert finding["layers"][0] == result.layers[0].name
     assert [r["code"] for r in finding["recommendations"]][0] == "use_relu"
 

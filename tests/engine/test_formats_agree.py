@@ -8,12 +8,12 @@ from suites.diagnosis import EXPORT_ROUTES, cases, export
 from worker.engine.audit import audit_network
 
 # One case per kind of network and finding: a sigmoid stack, a residual network without normalisation, a
-# post-norm transformer, a causal decoder masked with finfo.min, a plain RNN, a He ReLU MLP.
+# post-norm transformer, a causal decoder masked with finfo.min, a He ReLU MLP, a deep plain CNN with untrained
+# BatchNorm (folded by the legacy exporter, fused by dynamo), plain RNNs either side of the edge, an LSTM.
 AGREEING = ("glorot_sigmoid_d6w32s0", "zhang_unnormalised_b12c8s0", "healthy_transformer_d8w32s0",
-            "healthy_causal_decoder_d8w32s1", "healthy_relu_mlp_d8w32s0",
-            # The dynamo exporter unrolls nn.RNN into one MatMul and Tanh per time step, which the audit reads as
-            # a deep stack (vanishing_gradient) rather than a recurrence: not yet recognised.
-            pytest.param("pascanu_contracting_t30h32s0", marks=pytest.mark.xfail(strict=True)))
+            "healthy_causal_decoder_d8w32s1", "healthy_relu_mlp_d8w32s0", "he2016_plain_fresh_bn_d24c8s0",
+            # The dynamo exporter unrolls recurrences into one MatMul and activation per time step.
+            "pascanu_contracting_t30h32s0", "pascanu_expanding_t30h32s0", "healthy_lstm_d8w32s0")
 
 
 def _raised(case, route, tmp_path) -> set[str]:

@@ -8,7 +8,9 @@ from typing import Any
 from gradaudit.schema import LayerRecord
 from worker.diagnosis import architecture, flow, initialization, nonfinite, recurrent, units
 from worker.diagnosis.common import SEVERITY_RANK, Context
-from worker.diagnosis.facts import NetworkFacts
+from worker.diagnosis.facts import RECURRENT, LayerRole, NetworkFacts
+
+_OTHER = LayerRole()
 from worker.diagnosis.recommendations import RECOMMENDATION_CODES, recommend
 
 __all__ = ["FINDING_CODES", "RECOMMENDATION_CODES", "diagnose", "verdict", "weight_layers"]
@@ -29,7 +31,7 @@ _EXPLAINED_BY = {
 
 def diagnose(facts: NetworkFacts) -> list[dict[str, Any]]:
     """All findings for one probe, root causes first, each with its recommendations."""
-    ctx = Context(sorted(facts.layers, key=lambda s: s.depth), weight_layers(facts.layers), facts)
+    ctx = Context(sorted(facts.layers, key=lambda s: s.depth), weight_layers(facts.layers, facts.roles), facts)
     found = nonfinite.detect(ctx)
     if facts.loss_finite:
         found += _detect(ctx)
@@ -46,9 +48,12 @@ def _detect(ctx: Context) -> list[dict]:
     return found + architecture.detect_deep_plain_stack(ctx, found)
 
 
-def weight_layers(layers: list[LayerRecord]) -> list[LayerRecord]:
-    """The layers with parameters, depth renumbered 0, 1, ... so a trend's slope is per weight layer."""
-    owning = sorted((s for s in layers if s.parameters > 0), key=lambda s: s.depth)
+def weight_layers(layers: list[LayerRecord], roles: dict[str, LayerRole] | None = None) -> list[LayerRecord]:
+    """The layers with parameters, depth renumbered 0, 1, ... so a trend's slope is per weight layer. A
+    recurrence's own layers are left out: its time steps are not depth (recurrent.py reads them)."""
+    roles = roles or {}
+    owning = sorted((s for s in layers if s.parameters > 0 and roles.get(s.name, _OTHER).role != RECURRENT),
+                    key=lambda s: s.depth)
     return [replace(s, depth=depth) for depth, s in enumerate(owning)]
 
 

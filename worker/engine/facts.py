@@ -28,7 +28,8 @@ def network_facts(network: LoadedNetwork, module: torch.nn.Module, layers: list[
         return NetworkFacts(
             layers=records, roles=roles, loss_finite=loss_finite, op_counts=network.op_counts,
             weight_nonfinite=weight_nonfinite, weights=weight_facts(module, layers, roles),
-            recurrences=recurrences(module, layers, roles, numels, batch_size),
+            recurrences={**recurrences(module, layers, roles, numels, batch_size),
+                         **unrolled_recurrences(network.unrolled_steps, records)},
             structure=network.structure, batch_size=batch_size)
 
 
@@ -95,6 +96,23 @@ def recurrences(module: torch.nn.Module, layers: list[Layer], roles: dict[str, L
                 length = numels.get(layer.name, 0) // (batch_size * matrices[1].shape[0])
                 found[layer.name] = RecurrenceFacts(length, _log_gradient_norms(*matrices, length))
     return found
+
+
+def unrolled_recurrences(steps: dict[str, list[str]], records: list[LayerRecord]) -> dict[str, RecurrenceFacts]:
+    """Per plain recurrence an exporter unrolled (by module path): log10 of the mean norm of dL/dh_t as the probe
+    observed it at each step's hidden state, from the last step back to the first."""
+    by_name = {r.name: r for r in records}
+    found = {}
+    for path, names in steps.items():
+        logs = [_mean_log_norm(by_name[name]) for name in reversed(names) if name in by_name]
+        if len(logs) == len(names) and None not in logs:
+            found[path] = RecurrenceFacts(len(names), logs if len(names) >= _MIN_STEPS else [])
+    return found
+
+
+def _mean_log_norm(record: LayerRecord) -> float | None:
+    norms = [row["output_grad_norm"] for row in record.batch_rows if row.get("output_grad_norm")]
+    return sum(math.log10(n) for n in norms) / len(norms) if norms else None
 
 
 def _log_gradient_norms(w: torch.Tensor, r: torch.Tensor, b: torch.Tensor, length: int) -> list[float]:

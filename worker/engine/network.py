@@ -67,4 +67,7 @@ class LoadedNetwork:
     # ONNX: parameter name -> the name of the first one holding the same parameter of the user's network, where
     # the file stores one parameter several times (once per call of a shared layer, transposed, tied)
     same_parameters: dict[str, str] = field(default_factory=dict)
+    # ONNX from the dynamo exporter: per plain recurrence it unrolled (by module path), its hidden state's layer
+    # at each time step, in time order (worker/engine/onnx/unrolled.py)
+    unrolled_steps: dict[str, list[str]] = field(default_factory=dict)
 

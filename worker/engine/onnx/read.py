@@ -22,6 +22,7 @@ from worker.engine.onnx.convert import (
 )
 from worker.engine.onnx.external_data import external_tensors, locate_external_data
 from worker.engine.onnx.folded import folded_setup, restore_folded_batch_norms
+from worker.engine.onnx.unrolled import recurrence_roles, unrolled_recurrences
 from worker.engine.onnx.prepare import refuse_unsupported
 from worker.engine.onnx.same_parameters import same_parameters
 from worker.engine.onnx.structure import structure
@@ -61,11 +62,13 @@ def convert_graph(graph: OnnxGraph) -> LoadedNetwork:
     converted = convert_onnx(proto, take=True)
     del proto  # from here on the module holds the only copy of the weights
     layers = _layers(converted)
+    converted_graph = converted.module.onnx_model.graph
+    unrolled = unrolled_recurrences(converted_graph)
     return LoadedNetwork(
         module=converted.module,
         format="onnx",
         layers=layers,
-        same_parameters=same_parameters(converted.module, layers, converted.module.onnx_model.graph),
+        same_parameters=same_parameters(converted.module, layers, converted_graph),
         notes={"opset": graph.opset, "conversion_warnings": converted.warnings,
                **folded_setup(graph.restored_batch_norms)},
         nodes=converted.nodes,
@@ -73,9 +76,10 @@ def convert_graph(graph: OnnxGraph) -> LoadedNetwork:
         op_counts=graph.op_counts,
         output_names=graph.output_names,
         roles=ROLES,
-        layer_roles=composed_activations(converted.module.onnx_model.graph, constants),
-        structure=structure(converted.module.onnx_model.graph),
+        layer_roles={**composed_activations(converted_graph, constants), **recurrence_roles(unrolled)},
+        structure=structure(converted_graph),
         batch_norms=_batch_norms(converted),
+        unrolled_steps={path: recurrence.steps for path, recurrence in unrolled.items() if recurrence.steps},
     )
 
 
