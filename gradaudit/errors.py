@@ -23,6 +23,8 @@ ERRORS: dict[str, ErrorCode] = {
     "invalid_options": ErrorCode(400, "Invalid options"),
     "invalid_inputs": ErrorCode(400, "Invalid inputs"),
     "invalid_pagination": ErrorCode(400, "Invalid pagination"),
+    "unauthorized": ErrorCode(401, "API key required"),
+    "invalid_api_key": ErrorCode(401, "Invalid API key"),
     "not_found": ErrorCode(404, "Not Found"),
     "audit_not_found": ErrorCode(404, "No such audit"),
     "method_not_allowed": ErrorCode(405, "Method Not Allowed"),
@@ -30,6 +32,7 @@ ERRORS: dict[str, ErrorCode] = {
     "upload_too_large": ErrorCode(413, "Upload too large"),
     "unsupported_format": ErrorCode(415, "Unsupported network format"),
     "unsupported_media_type": ErrorCode(415, "Unsupported Media Type"),
+    "too_many_active_audits": ErrorCode(429, "Too many active audits"),
     "http_error": ErrorCode(None, "HTTP error"),
     # The audit ran and failed on the upload: its report answers 422.
     "invalid_onnx": ErrorCode(422, "Not a readable ONNX file"),

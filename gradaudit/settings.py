@@ -24,6 +24,8 @@ ENVIRONMENT_VARIABLES = {
     "GRADAUDIT_HEARTBEAT_S": "heartbeat_s",
     "GRADAUDIT_STALE_AFTER_S": "stale_after_s",
     "GRADAUDIT_DEVICE": "device",
+    "GRADAUDIT_AUTH": "auth",
+    "GRADAUDIT_MAX_ACTIVE_AUDITS_PER_KEY": "max_active_audits_per_key",
 }
 
 
@@ -45,6 +47,9 @@ class Settings(BaseModel):
     heartbeat_s: float = Field(default=5.0, gt=0)
     stale_after_s: float = Field(default=30.0, gt=0)
     device: str = "auto"
+    # None: on, except where `gradaudit serve` binds to loopback only (it then sets False and says so).
+    auth: bool | None = None
+    max_active_audits_per_key: int = Field(default=10, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":
@@ -58,7 +63,14 @@ class Settings(BaseModel):
             for name, value in (("DATABASE_URL", self.database_url), ("CELERY_BROKER_URL", self.broker_url)):
                 if not value:
                     raise ValueError(f"{name} must be set when GRADAUDIT_ENV=production")
+            if self.auth is False:
+                raise ValueError("GRADAUDIT_AUTH cannot be off when GRADAUDIT_ENV=production")
         return self
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether requests must carry an API key: always, unless auth was turned off."""
+        return self.auth is not False
 
     @property
     def sqlalchemy_url(self) -> str:
