@@ -23,7 +23,11 @@ audits = Blueprint("audits", __name__, url_prefix="/v1/audits")
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 100
+# Past this, an offset names no page anyone can have: SQLite and PostgreSQL overflow at 2**63.
+MAX_OFFSET = 2**31 - 1
 MAX_AUDIT_ID = 32  # the width of audits.id
+# The options JSON, however it is sent: every row and report carries it.
+MAX_OPTIONS_BYTES = 16 * 1024
 
 
 @audits.post("")
@@ -122,15 +126,24 @@ def _sniffed_format(upload: FileStorage) -> str:
 
 
 def _parsed_options() -> AuditOptions:
-    raw = request.form.get("options")
-    if raw is None and "options" in request.files:
-        raw = request.files["options"].read().decode("utf-8", errors="replace")
+    raw = _raw_options()
     try:
         return AuditOptions.model_validate_json(raw or "{}")
     except ValidationError as invalid:
         errors = [{"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"]}
                   for error in invalid.errors()]
         raise problem("invalid_options", "see errors", errors=errors) from None
+
+
+def _raw_options() -> str:
+    raw = request.form.get("options")
+    if raw is None and "options" in request.files:
+        # Read one byte past the cap, never the whole part.
+        raw = request.files["options"].stream.read(MAX_OPTIONS_BYTES + 1).decode("utf-8", errors="replace")
+    raw = raw or "{}"
+    if len(raw.encode("utf-8", errors="replace")) > MAX_OPTIONS_BYTES:
+        raise problem("options_too_large", f"options may take at most {MAX_OPTIONS_BYTES} bytes of JSON")
+    return raw
 
 
 def _stored_inputs() -> str | None:
@@ -151,6 +164,10 @@ def _store(upload: FileStorage):
     except ArtifactTooLarge:
         raise problem("upload_too_large",
                       f"the limit is {settings.max_upload_mb} MB (GRADAUDIT_MAX_UPLOAD_MB)") from None
+    except OSError:
+        # Full disk, unwritable or vanished folder: the service's trouble, not the upload's.
+        log.exception("the artifact store could not keep an upload")
+        raise problem("storage_unavailable", "the artifact store cannot keep uploads now; submit again later") from None
 
 
 def _enqueue(db_session, audit_id: str) -> None:
@@ -170,7 +187,7 @@ def _page_arguments() -> tuple[int, int]:
         offset = int(request.args.get("offset", 0))
     except ValueError:
         raise problem("invalid_pagination", "limit and offset are integers") from None
-    if not 1 <= limit <= MAX_PAGE or offset < 0:
+    if not 1 <= limit <= MAX_PAGE or not 0 <= offset <= MAX_OFFSET:
         raise problem("invalid_pagination",
-                      f"limit must be 1..{MAX_PAGE} and offset at least 0")
+                      f"limit must be 1..{MAX_PAGE} and offset 0..{MAX_OFFSET}")
     return limit, offset

@@ -41,9 +41,9 @@ _PATHS = {
                 "202": {**_json("Queued", "Audit"),
                         "headers": {"Location": {"schema": {"type": "string"}}}},
                 "400": _problem("missing_model, empty_upload, invalid_options or invalid_inputs"),
-                "413": _problem("upload_too_large"),
+                "413": _problem("upload_too_large or options_too_large"),
                 "415": _problem("unsupported_format (including pickled checkpoints)"),
-                "503": _problem("broker_unavailable"),
+                "503": _problem("broker_unavailable or storage_unavailable"),
             },
         },
         "get": {
@@ -72,7 +72,7 @@ _PATHS = {
                       "409": _problem("audit_not_finished"), "422": _problem("the failed audit's own code")},
     }},
     "/healthz": {"get": {
-        "summary": "Database and broker reachability",
+        "summary": "Database, broker and artifact store reachability",
         "responses": {"200": {"description": "Both reachable"}, "503": {"description": "One is not"}},
     }},
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},

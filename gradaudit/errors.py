@@ -30,6 +30,7 @@ ERRORS: dict[str, ErrorCode] = {
     "method_not_allowed": ErrorCode(405, "Method Not Allowed"),
     "audit_not_finished": ErrorCode(409, "The audit has not finished"),
     "upload_too_large": ErrorCode(413, "Upload too large"),
+    "options_too_large": ErrorCode(413, "Options too large"),
     "unsupported_format": ErrorCode(415, "Unsupported network format"),
     "unsupported_media_type": ErrorCode(415, "Unsupported Media Type"),
     "too_many_active_audits": ErrorCode(429, "Too many active audits"),
@@ -57,10 +58,12 @@ ERRORS: dict[str, ErrorCode] = {
     "device_unavailable": ErrorCode(422, "Device unavailable"),
     "time_limit_exceeded": ErrorCode(422, "Time limit exceeded"),
     "out_of_memory": ErrorCode(422, "Out of memory"),
+    "input_too_large": ErrorCode(422, "Input too large"),
     "artifact_missing": ErrorCode(422, "Uploaded file missing"),
     # The service's own trouble.
     "internal_error": ErrorCode(500, "Internal Server Error"),
     "broker_unavailable": ErrorCode(503, "Task queue unavailable"),
+    "storage_unavailable": ErrorCode(503, "Artifact store unavailable"),
     "worker_lost": ErrorCode(503, "Worker lost"),
 }
 

@@ -6,6 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# The largest dimension options may name: it must fit a signed 64-bit integer wherever it is stored. Whether the
+# batch fits in memory is the engine's to say (input_too_large).
+MAX_DIM = 2**63 - 1
+
 LossName = Literal["auto", "sum", "mse", "cross_entropy"]
 NormalizationMode = Literal["auto", "batch", "running"]
 OptimizerName = Literal["sgd", "adam"]
@@ -36,6 +40,6 @@ class AuditOptions(BaseModel):
     @classmethod
     def _positive_dims(cls, shapes: dict[str, list[int]]) -> dict[str, list[int]]:
         for name, dims in shapes.items():
-            if not dims or any(d < 1 for d in dims):
-                raise ValueError(f"input_shapes[{name!r}] must be a non-empty list of positive integers")
+            if not dims or any(not 1 <= d <= MAX_DIM for d in dims):
+                raise ValueError(f"input_shapes[{name!r}] must be a non-empty list of positive integers below 2**63")
         return shapes

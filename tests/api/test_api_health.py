@@ -13,7 +13,7 @@ CLOSED_PORT_BROKER = "redis://127.0.0.1:1/0"
 def test_healthy_with_memory_broker(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "checks": {"database": True, "broker": True}}
+    assert response.get_json() == {"status": "ok", "checks": {"database": True, "broker": True, "storage": True}}
 
 
 def test_unreachable_broker_is_503_and_fast(make_settings, sqlite_url):
@@ -24,7 +24,7 @@ def test_unreachable_broker_is_503_and_fast(make_settings, sqlite_url):
     response = client.get("/healthz")
     assert time.monotonic() - started < 5
     assert response.status_code == 503
-    assert response.get_json() == {"status": "unavailable", "checks": {"database": True, "broker": False}}
+    assert response.get_json() == {"status": "unavailable", "checks": {"database": True, "broker": False, "storage": True}}
 
 
 def test_unreachable_database_is_503(make_settings, tmp_path):
@@ -32,7 +32,7 @@ def test_unreachable_database_is_503(make_settings, tmp_path):
     response = create_app(settings).test_client().get("/healthz")
 
     assert response.status_code == 503
-    assert response.get_json() == {"status": "unavailable", "checks": {"database": False, "broker": True}}
+    assert response.get_json() == {"status": "unavailable", "checks": {"database": False, "broker": True, "storage": True}}
 
 
 def test_healthy_with_real_redis(make_settings, sqlite_url, redis_url):
