@@ -58,6 +58,8 @@ ERRORS: dict[str, ErrorCode] = {
     "device_unavailable": ErrorCode(422, "Device unavailable"),
     "time_limit_exceeded": ErrorCode(422, "Time limit exceeded"),
     "out_of_memory": ErrorCode(422, "Out of memory"),
+    "resource_limit_exceeded": ErrorCode(422, "Resource limit exceeded"),
+    "audit_crashed": ErrorCode(422, "The audit's process crashed"),
     "input_too_large": ErrorCode(422, "Input too large"),
     "artifact_missing": ErrorCode(422, "Uploaded file missing"),
     # The service's own trouble.

@@ -24,6 +24,8 @@ ENVIRONMENT_VARIABLES = {
     "GRADAUDIT_HEARTBEAT_S": "heartbeat_s",
     "GRADAUDIT_STALE_AFTER_S": "stale_after_s",
     "GRADAUDIT_DEVICE": "device",
+    "GRADAUDIT_AUDIT_MEMORY_MB": "audit_memory_mb",
+    "GRADAUDIT_SANDBOX_USER": "sandbox_user",
     "GRADAUDIT_AUTH": "auth",
     "GRADAUDIT_MAX_ACTIVE_AUDITS_PER_KEY": "max_active_audits_per_key",
 }
@@ -47,6 +49,8 @@ class Settings(BaseModel):
     heartbeat_s: float = Field(default=5.0, gt=0)
     stale_after_s: float = Field(default=30.0, gt=0)
     device: str = "auto"
+    audit_memory_mb: int | None = Field(default=None, gt=0)  # None: half the machine's memory
+    sandbox_user: str = "gradaudit-sandbox"
     # None: on, except where `gradaudit serve` binds to loopback only (it then sets False and says so).
     auth: bool | None = None
     max_active_audits_per_key: int = Field(default=10, ge=1)
@@ -93,6 +97,13 @@ class Settings(BaseModel):
     def max_extracted_bytes(self) -> int:
         """The most an uploaded archive may extract to."""
         return self.max_extracted_mb * 1024 * 1024
+
+    @property
+    def audit_memory_bytes(self) -> int:
+        """The memory one audit's child process may add: the setting, or half the machine's memory."""
+        if self.audit_memory_mb:
+            return self.audit_memory_mb * 1024 * 1024
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
 
     def work_dir_for(self, audit_id: str) -> Path:
         """The audit's own scratch folder, where an uploaded archive is extracted."""
