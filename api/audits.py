@@ -122,7 +122,7 @@ def _sniffed_format(upload: FileStorage) -> str:
     try:
         return sniff_format(stream)
     except UnsupportedFormat as refused:
-        raise problem("unsupported_format", refused.detail, accepted=list(NETWORK_FORMATS)) from None
+        raise problem(refused.code, refused.detail, accepted=list(NETWORK_FORMATS)) from None
 
 
 def _parsed_options() -> AuditOptions:
@@ -174,10 +174,10 @@ def _enqueue(db_session, audit_id: str) -> None:
     try:
         send_audit(services().celery, audit_id)
     except Exception:
-        log.exception("could not send audit %s to the broker", audit_id)
-        detail = "the task queue is unreachable; the upload is stored, submit again later"
-        audit_rows.fail_audit(db_session=db_session, audit_id=audit_id, code="broker_unavailable", detail=detail)
-        raise problem("broker_unavailable", detail, id=audit_id) from None
+        # The database is the truth: the audit stays queued with enqueued_at unset, and the reconciler in every
+        # worker sends it once the broker answers again. The client's 202 holds.
+        log.warning("could not send audit %s to the broker; a worker will send it later", audit_id, exc_info=True)
+        return
     audit_rows.mark_enqueued(db_session=db_session, audit_id=audit_id)
 
 

@@ -9,16 +9,44 @@ from flask import Blueprint
 from sqlalchemy import text
 
 from api.services import services
+from gradaudit.queue import worker_seen
 
 health = Blueprint("health", __name__)
 
 
+# What the API itself needs to take uploads. A worker is not among them: a POST while none runs is kept queued.
+SERVING_CHECKS = ("database", "broker", "storage")
+
+
 @health.get("/healthz")
 def healthz():
-    """200 when the database, the broker and the artifact store answer, else 503 naming the one that did not."""
-    checks = {"database": _database_ok(), "broker": _broker_ok(), "storage": _storage_ok()}
-    status = 200 if all(checks.values()) else 503
-    return {"status": "ok" if status == 200 else "unavailable", "checks": checks}, status
+    """200 when the database, the broker and the artifact store answer, else 503 naming the one that did not;
+    `worker` says whether a worker was seen in the last few heartbeats."""
+    checks = _checks()
+    return _answer(checks, all(checks[name] for name in SERVING_CHECKS))
+
+
+@health.get("/readyz")
+def readyz():
+    """200 only when, beyond /healthz, a live worker will run what is posted."""
+    checks = _checks()
+    return _answer(checks, all(checks.values()))
+
+
+def _checks() -> dict[str, bool]:
+    broker = _broker_ok()
+    return {"database": _database_ok(), "broker": broker, "storage": _storage_ok(), "worker": broker and _worker_ok()}
+
+
+def _answer(checks: dict[str, bool], ok: bool):
+    return {"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503
+
+
+def _worker_ok() -> bool:
+    try:
+        return worker_seen(services().celery)
+    except Exception:
+        return False
 
 
 def _database_ok() -> bool:

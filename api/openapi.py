@@ -43,7 +43,8 @@ _PATHS = {
                 "400": _problem("missing_model, empty_upload, invalid_options or invalid_inputs"),
                 "413": _problem("upload_too_large or options_too_large"),
                 "415": _problem("unsupported_format (including pickled checkpoints)"),
-                "503": _problem("broker_unavailable or storage_unavailable"),
+                "422": _problem("archive_too_large: more members than an archive of one network holds"),
+                "503": _problem("storage_unavailable"),
             },
         },
         "get": {
@@ -74,6 +75,10 @@ _PATHS = {
     "/healthz": {"get": {
         "summary": "Database, broker and artifact store reachability",
         "responses": {"200": {"description": "Both reachable"}, "503": {"description": "One is not"}},
+    }},
+    "/readyz": {"get": {
+        "summary": "As /healthz, and a worker was seen in the last few heartbeats",
+        "responses": {"200": {"description": "Ready to run audits"}, "503": {"description": "Not ready"}},
     }},
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
 }

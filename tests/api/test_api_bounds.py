@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import pytest
 
@@ -11,6 +12,7 @@ from api import create_app
 from api.audits import MAX_OFFSET, MAX_OPTIONS_BYTES
 from models import audits as audit_rows
 from tests.api.test_api_submit import assert_problem, audit_count, stored_files
+from tests.support.bombs import GIB, many_member_zip, tar_gz_bomb
 
 
 @pytest.mark.parametrize("offset", ["9223372036854775808", str(MAX_OFFSET + 1), "-1", "1" * 5000, "1e3", ""])
@@ -105,3 +107,20 @@ def test_unwritable_store_fails_healthz(unwritable_store_client):
 def test_healthz_leaves_no_file_in_the_store(client, services):
     assert client.get("/healthz").get_json()["checks"]["storage"] is True
     assert stored_files(services.store.root) == []
+
+
+def test_a_tar_gz_bomb_is_queued_in_well_under_a_second(submit):
+    bomb = tar_gz_bomb(declared=10 * GIB)
+    started = time.monotonic()
+    response = submit(bomb, filename="net.tar.gz")
+    assert time.monotonic() - started < 2  # 34 s when the API decompressed it whole
+    assert response.status_code == 202 and response.get_json()["artifact"]["format"] == "onnx_archive"
+
+
+def test_a_200k_member_zip_is_refused_in_well_under_a_second(submit, services):
+    crowded = many_member_zip(200_000)
+    started = time.monotonic()
+    response = submit(crowded, filename="net.zip")
+    assert time.monotonic() - started < 2  # 13 s and 100 MB when zipfile parsed its directory
+    assert_problem(response, 422, "archive_too_large")
+    assert audit_count(services) == 0

@@ -57,7 +57,7 @@ def readme_table() -> dict[str, str]:
 
 def test_the_scan_sees_the_codes_of_every_layer():
     found = source_codes()
-    for code in ("unsupported_format", "invalid_onnx", "unsafe_archive", "audit_not_found", "broker_unavailable"):
+    for code in ("unsupported_format", "invalid_onnx", "unsafe_archive", "audit_not_found", "upload_too_large"):
         assert code in found
 
 
