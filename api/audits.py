@@ -8,6 +8,7 @@ from flask import Blueprint, request, url_for
 from pydantic import ValidationError
 from werkzeug.datastructures import FileStorage
 
+from api.auth import authenticate, caller, check_active_limit
 from api.problems import failed_audit_problem, problem
 from api.services import services
 from api.views import audit_json, page_json
@@ -20,6 +21,7 @@ from models import audits as audit_rows
 from models.audits import SUCCEEDED
 
 audits = Blueprint("audits", __name__, url_prefix="/v1/audits")
+audits.before_request(authenticate)
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 100
@@ -33,6 +35,7 @@ MAX_OPTIONS_BYTES = 16 * 1024
 @audits.post("")
 def submit_audit():
     """Store the upload, record a queued audit, send its task: 202 with the audit."""
+    check_active_limit()
     upload = _required_upload()
     network_format = _sniffed_format(upload)
     options = _parsed_options()
@@ -42,7 +45,7 @@ def submit_audit():
         audit = audit_rows.create_audit(
             db_session=db_session, artifact_sha256=artifact.sha256, artifact_format=network_format,
             artifact_size=artifact.size, filename=(upload.filename or None), inputs_sha256=inputs_sha256,
-            options=options.model_dump(),
+            options=options.model_dump(), owner_key_id=caller().key_id,
         )
         _enqueue(db_session, audit.id)
         db_session.refresh(audit)
@@ -54,7 +57,8 @@ def list_audits():
     """A page of audits, newest first."""
     limit, offset = _page_arguments()
     with services().sessions() as db_session:
-        page, total = audit_rows.list_audits(db_session=db_session, limit=limit, offset=offset)
+        page, total = audit_rows.list_audits(db_session=db_session, limit=limit, offset=offset,
+                                             owned_by=caller().owned_by)
         return page_json(page, total=total, limit=limit, offset=offset)
 
 
@@ -91,7 +95,8 @@ def _existing(db_session, audit_id: str):
     # PostgreSQL refuses a NUL byte in a query parameter: such an id (like an over-long one) names no audit.
     storable = len(audit_id) <= MAX_AUDIT_ID and "\x00" not in audit_id
     audit = audit_rows.get_audit(db_session=db_session, audit_id=audit_id) if storable else None
-    if audit is None:
+    # Another key's audit is answered exactly as a missing one: its existence is not the caller's to learn.
+    if audit is None or not caller().may_see(audit):
         raise problem("audit_not_found", f"there is no audit with id {audit_id!r}")
     return audit
 

@@ -115,12 +115,30 @@ _SCHEMAS = {
     "AuditOptions": AuditOptions.model_json_schema(),
 }
 
+def _secured(paths: dict) -> dict:
+    """Every /v1 operation answers 401 without a valid key (POST also 429 past the key's limit); the rest are
+    public."""
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            if not path.startswith("/v1/"):
+                operation["security"] = []
+                continue
+            operation["responses"]["401"] = _problem("unauthorized (no Bearer key) or invalid_api_key")
+            if method == "post":
+                operation["responses"]["429"] = {
+                    **_problem("too_many_active_audits: the key's queued and running audits are at its limit"),
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}}}}
+    return paths
+
+
 DOCUMENT = {
     "openapi": "3.1.0",
     "info": {"title": "gradaudit", "version": "1",
              "description": "Audits the gradients of ONNX and TorchScript networks."},
-    "paths": _PATHS,
-    "components": {"schemas": _SCHEMAS},
+    "paths": _secured(_PATHS),
+    "security": [{"apiKey": []}],
+    "components": {"schemas": _SCHEMAS,
+                   "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}}},
 }
 
 

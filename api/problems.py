@@ -22,15 +22,18 @@ _HTTP_CODES = {ERRORS[code].status: code for code in
 class Problem(Exception):
     """An error response: raise it from a view, the blueprint renders it."""
 
-    def __init__(self, status: int, code: str, title: str, detail: str | None = None, **extra):
+    def __init__(self, status: int, code: str, title: str, detail: str | None = None, *,
+                 headers: dict[str, str] | None = None, **extra):
         super().__init__(title)
         self.status, self.code, self.title, self.detail, self.extra = status, code, title, detail, extra
+        self.headers = headers or {}
 
 
-def problem(code: str, detail: str | None = None, **extra) -> Problem:
-    """The catalogued problem for `code`: status and title come from gradaudit/errors.py."""
+def problem(code: str, detail: str | None = None, *, headers: dict[str, str] | None = None, **extra) -> Problem:
+    """The catalogued problem for `code`: status and title come from gradaudit/errors.py; `headers` go on the
+    response (a 401's WWW-Authenticate, a 429's Retry-After)."""
     entry = error_code(code)
-    return Problem(entry.status, code, entry.title, detail, **extra)
+    return Problem(entry.status, code, entry.title, detail, headers=headers, **extra)
 
 
 def failed_audit_problem(code: str, detail: str | None, **extra) -> Problem:
@@ -45,7 +48,7 @@ def problem_response(raised: Problem) -> Response:
     if raised.detail:
         body["detail"] = raised.detail
     body.update(raised.extra)
-    return Response(json.dumps(body), status=raised.status, mimetype=PROBLEM_JSON)
+    return Response(json.dumps(body), status=raised.status, mimetype=PROBLEM_JSON, headers=raised.headers)
 
 
 @problems.app_errorhandler(Problem)

@@ -42,13 +42,22 @@ def get_audit(*, db_session: Session, audit_id: str) -> Audit | None:
     return db_session.get(Audit, audit_id)
 
 
-def list_audits(*, db_session: Session, limit: int, offset: int) -> tuple[list[Audit], int]:
-    """One page of audits, newest first, and the total count."""
-    total = db_session.scalar(select(func.count()).select_from(Audit))
+def list_audits(
+    *, db_session: Session, limit: int, offset: int, owned_by: str | None = None
+) -> tuple[list[Audit], int]:
+    """One page of audits, newest first, and the total count; with owned_by, only that API key's audits."""
+    scope = [Audit.owner_key_id == owned_by] if owned_by is not None else []
+    total = db_session.scalar(select(func.count()).select_from(Audit).where(*scope))
     page = db_session.scalars(
-        select(Audit).order_by(Audit.created_at.desc(), Audit.id.desc()).limit(limit).offset(offset)
+        select(Audit).where(*scope).order_by(Audit.created_at.desc(), Audit.id.desc()).limit(limit).offset(offset)
     )
     return list(page), total
+
+
+def count_active_audits(*, db_session: Session, owned_by: str) -> int:
+    """How many of this API key's audits are queued or running."""
+    active = and_(Audit.owner_key_id == owned_by, Audit.status.in_((QUEUED, RUNNING)))
+    return db_session.scalar(select(func.count()).select_from(Audit).where(active))
 
 
 def list_layers(*, db_session: Session, audit_id: str) -> list[LayerRow]:

@@ -1,4 +1,4 @@
-"""The tables: one row per audit, one per layer of an audited network, one per layer and probe batch.
+"""The tables: one row per API key, one per audit, one per layer of an audited network, one per layer and probe batch.
 
 The layer and batch-row columns are derived from gradaudit.schema's records; the migrations must match them
 (tests/migrations checks that autogenerate finds nothing to do)."""
@@ -13,6 +13,7 @@ from typing import Any, get_args, get_type_hints
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -56,6 +57,20 @@ def new_audit_id() -> str:
 _STATUSES = ", ".join(f"'{s.value}'" for s in AuditStatus)
 
 
+class ApiKey(Base):
+    """A client's API key: only its sha256 is stored, with a short prefix to recognise it by."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_audit_id)
+    name: Mapped[str] = mapped_column(String(255))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class Audit(Base):
     """One audit of one uploaded artifact."""
 
@@ -76,6 +91,8 @@ class Audit(Base):
     filename: Mapped[str | None] = mapped_column(String(255))
     inputs_sha256: Mapped[str | None] = mapped_column(String(64))
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The key that created it; None for audits made while auth was off (only an admin key sees those).
+    owner_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
 
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_by: Mapped[str | None] = mapped_column(String(255))

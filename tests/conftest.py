@@ -37,7 +37,8 @@ def make_settings(tmp_path: Path):
     """Build Settings rooted in this test's temporary folder."""
 
     def build(**overrides) -> Settings:
-        values = {"data_dir": tmp_path / "data", "broker_url": "memory://", **overrides}
+        # Auth off unless a test turns it on: tests of API keys do (tests/api/test_api_keys.py).
+        values = {"data_dir": tmp_path / "data", "broker_url": "memory://", "auth": False, **overrides}
         return load_settings({}, **values)
 
     return build

@@ -13,12 +13,16 @@ SCRIPT = textwrap.dedent("""
     import io, sys
     from pathlib import Path
     from gradaudit.settings import load_settings
+    from models.api_keys import create_key
     import api
 
     folder, url = Path(sys.argv[1]), sys.argv[2]
     app = api.create_app(load_settings({}, data_dir=folder, broker_url="memory://", database_url=url))
+    with app.extensions["gradaudit"].sessions() as db_session:
+        _, secret = create_key(db_session=db_session, name="ci")
     form = {"model": (io.BytesIO((folder / "net.pt").read_bytes()), "net.pt")}
-    response = app.test_client().post("/v1/audits", data=form, content_type="multipart/form-data")
+    response = app.test_client().post("/v1/audits", data=form, content_type="multipart/form-data",
+                                      headers={"Authorization": f"Bearer {secret}"})
     assert response.status_code == 202, response.get_data(as_text=True)
     heavy = sorted(name for name in ("torch", "numpy", "onnx", "onnxruntime") if name in sys.modules)
     print("heavy:", ",".join(heavy))
