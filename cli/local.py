@@ -30,7 +30,8 @@ def audit_file(
     with tempfile.TemporaryDirectory(prefix="gradaudit-") as scratch:
         outcome = run_artifact(path, artifact_format, options=options, inputs_path=inputs_path, settings=settings,
                                work_dir=Path(scratch) / "network", run_engine=audit_network,
-                               data_dir=path.resolve().parent)  # torch's exporters write NAME.onnx.data beside it
+                               data_dir=path.resolve().parent,  # torch's exporters write NAME.onnx.data beside it
+                               drop_user=False)  # one's own file, as oneself: the sandbox's other walls stay
     if isinstance(outcome, AuditError):
         return None, (outcome.code, outcome.detail)
     network = {**outcome.network, "sha256": _sha256(path)}

@@ -249,6 +249,9 @@ class Setup(TypedDict, total=False):
     normalization_layers: dict[str, list[str]]  # batch_statistics / running_statistics: layer names
     restored_batch_norms: list[str]  # ONNX: BatchNorms the exporter folded away, restored (onnx/folded.py)
     restored_batch_norms_rule: str
+    time_limit_s: float  # the audit's wall-clock limit (GRADAUDIT_SOFT_TIME_LIMIT_S)
+    memory_limit_mb: int  # the memory its process could add (GRADAUDIT_AUDIT_MEMORY_MB)
+    sandbox: list[str]  # the confinement its process ran under (worker/sandbox)
 
 
 class NetworkSummary(TypedDict, total=False):

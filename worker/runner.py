@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from gradaudit.archives import ArchiveRefused, opened_network
-from gradaudit.errors import AuditError
+from gradaudit.archives import ArchiveRefused, opened_network, remove_tree
+from gradaudit.errors import AuditError, one_line
 from gradaudit.options import AuditOptions
 from gradaudit.settings import Settings
 from models import audits as audit_rows
 from models.audits import Claim
 from worker.context import WorkerContext, owner_is_dead, worker_id
 from worker.heartbeat import Heartbeat
+from worker.sandbox.child import run_in_child
+from worker.sandbox.codec import decode_answer, encode_outcome
+from worker.sandbox.outcome import is_allocation_failure
+from worker.sandbox.policy import policy_for
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +76,45 @@ def _run(job: dict, run_engine: RunEngine, settings, audit_id: str) -> EngineRes
 
 def run_artifact(path: Path, network_format: str, *, options: AuditOptions, inputs_path: Path | None,
                  settings: Settings, work_dir: Path, run_engine: RunEngine,
-                 data_dir: Path | None = None) -> EngineResult | AuditError:
-    """Open a stored artifact (extracting an archive under work_dir) and run the engine on it; every failure
-    comes back as an AuditError with a stable code, never as an exception. The worker and `gradaudit audit`
-    both run audits through here. data_dir: where a bare ONNX file's external data may be read (confined to
-    it); the worker gives none, as its store keeps each upload alone."""
+                 data_dir: Path | None = None, drop_user: bool = True) -> EngineResult | AuditError:
+    """Open a stored artifact (extracting an archive under work_dir) and run the engine on it in a sandboxed
+    child process (worker/sandbox); every failure comes back as an AuditError with a stable code, never as an
+    exception. The worker and `gradaudit audit` both run audits through here. data_dir: where a bare ONNX
+    file's external data may be read (confined to it); the worker gives none, as its store keeps each upload
+    alone. drop_user: run as GRADAUDIT_SANDBOX_USER when root (the worker; not a local command on one's files)."""
     if not Path(path).exists():
         return AuditError("artifact_missing", "the uploaded file is no longer in the artifact store")
+    _preload_engine()
+    reads = [Path(path), *([Path(inputs_path)] if inputs_path else [])]
+    policy = policy_for(settings, work_dir, [*reads, data_dir], drop_user=drop_user)
+
+    def work(seen: tuple[Path, ...]) -> dict:
+        # Paths inside the scratch folder are relative: the sandbox user may not cross the folders above it.
+        seen_inputs = seen[1] if inputs_path else None
+        outcome = _run_here(seen[0], network_format, options=options, inputs_path=seen_inputs, settings=settings,
+                            work_dir=Path("network"), run_engine=run_engine, data_dir=data_dir)
+        return encode_outcome(outcome, policy)
+
+    try:
+        return decode_answer(run_in_child(work, policy), policy)
+    except SoftTimeLimitExceeded:
+        return AuditError("time_limit_exceeded", "the audit ran past GRADAUDIT_SOFT_TIME_LIMIT_S; its process was killed")
+    finally:
+        remove_tree(policy.scratch)
+
+
+@lru_cache(maxsize=1)
+def _preload_engine() -> None:
+    """Import every format adapter once in this process, so each audit's child starts warm (a fork)."""
+    import importlib
+
+    for adapter in ("worker.engine.onnx", "worker.engine.torchscript", "worker.engine.pt2"):
+        importlib.import_module(adapter)
+
+
+def _run_here(path: Path, network_format: str, *, options: AuditOptions, inputs_path: Path | None,
+              settings: Settings, work_dir: Path, run_engine: RunEngine,
+              data_dir: Path | None) -> EngineResult | AuditError:
     try:
         with opened_network(path, network_format, work_dir,
                             max_total_bytes=settings.max_extracted_bytes) as (network_path, opened_format, extracted):
@@ -86,11 +124,13 @@ def run_artifact(path: Path, network_format: str, *, options: AuditOptions, inpu
         return AuditError(refused.code, refused.detail)
     except AuditError as refused:
         return refused
-    except SoftTimeLimitExceeded:
-        return AuditError("time_limit_exceeded", "the audit ran past GRADAUDIT_SOFT_TIME_LIMIT_S")
     except MemoryError:
-        return AuditError("out_of_memory", "the network did not fit in the worker's memory")
-    except Exception:
+        return AuditError("resource_limit_exceeded", "the network did not fit in the audit's memory limit "
+                          "(GRADAUDIT_AUDIT_MEMORY_MB)")
+    except Exception as crash:
+        if is_allocation_failure(str(crash)):
+            return AuditError("resource_limit_exceeded", f"the audit's memory limit (GRADAUDIT_AUDIT_MEMORY_MB) "
+                              f"refused an allocation: {one_line(crash)}")
         log.exception("engine crashed on %s", path)
         return AuditError("internal_error", "the audit engine hit an unexpected error; it has been logged")
 

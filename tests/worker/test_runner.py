@@ -13,6 +13,7 @@ from gradaudit.errors import AuditError
 from gradaudit.options import AuditOptions
 from models import audits as audit_rows
 from models.audits import Claim
+from worker import runner
 from worker.context import build_context
 from worker.engine.audit import audit_network
 from worker.runner import execute_audit
@@ -115,12 +116,16 @@ def test_a_vanished_artifact_is_a_coded_failure(context):
 def test_a_result_is_dropped_when_another_worker_took_the_audit_over(context, monkeypatch):
     audit_id = _queued_audit(context, {"input_shapes": {"x": [2, 4]}})
 
-    def engine_that_loses_its_claim(*args, **kwargs):
+    real_run_in_child = runner.run_in_child
+
+    def child_that_loses_its_claim(work, policy):
+        # The engine's sandboxed child cannot reach the database: the takeover happens beside it, meanwhile.
         with context.sessions() as db_session:  # as if this worker was presumed dead meanwhile
             audit_rows.fail_audit(db_session=db_session, audit_id=audit_id, code="worker_lost", detail="gone")
-        return audit_network(*args, **kwargs)
+        return real_run_in_child(work, policy)
 
-    execute_audit(audit_id, context=context, run_engine=engine_that_loses_its_claim)
+    monkeypatch.setattr(runner, "run_in_child", child_that_loses_its_claim)
+    execute_audit(audit_id, context=context, run_engine=audit_network)
 
     audit, layers = _row(context, audit_id)
     assert (audit.status, audit.error_code, layers) == ("failed", "worker_lost", [])

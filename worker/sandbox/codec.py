@@ -1,0 +1,42 @@
+"""An audit's outcome as JSON for the pipe (never pickle: the parent must not run what the child wrote), and
+back; the sandbox's limits go into the report's setup."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from gradaudit.errors import AuditError
+from gradaudit.schema import LayerRecord
+from worker.sandbox.outcome import error_payload, is_allocation_failure, memory_exceeded
+from worker.sandbox.policy import SandboxPolicy
+
+if TYPE_CHECKING:
+    from worker.engine.audit import EngineResult
+
+# Engine failures that are really the memory limit refusing an allocation (torch reports it as a RuntimeError).
+_MEMORY_MASKED = {"forward_failed", "backward_failed", "internal_error", "out_of_memory", "conversion_failed"}
+
+
+def encode_outcome(outcome: EngineResult | AuditError, policy: SandboxPolicy) -> dict[str, Any]:
+    """In the child: the outcome as plain data."""
+    if isinstance(outcome, AuditError):
+        if outcome.code in _MEMORY_MASKED and is_allocation_failure(outcome.detail):
+            return memory_exceeded(policy, outcome.detail)
+        return error_payload(outcome.code, outcome.detail)
+    result = {"network": outcome.network, "setup": outcome.setup, "findings": outcome.findings,
+              "verdict": outcome.verdict, "layers": [layer.as_dict() for layer in outcome.layers]}
+    return {"result": result}
+
+
+def decode_answer(answer: dict[str, Any], policy: SandboxPolicy) -> EngineResult | AuditError:
+    """In the parent: the child's answer as the engine's result (setup naming the limits), or a coded failure."""
+    from worker.engine.audit import EngineResult  # the parent has the engine loaded already
+
+    if "result" not in answer:
+        error = answer.get("error") or {}
+        return AuditError(str(error.get("code", "audit_crashed")), str(error.get("detail", "no detail")))
+    result = answer["result"]
+    setup = {**result["setup"], "time_limit_s": policy.time_limit_s, "memory_limit_mb": policy.memory_bytes >> 20,
+             "sandbox": list(answer.get("sandbox", []))}
+    return EngineResult(network=result["network"], setup=setup, findings=result["findings"],
+                        verdict=result["verdict"], layers=[LayerRecord(**layer) for layer in result["layers"]])

@@ -1,0 +1,67 @@
+"""What a sandboxed audit may use: time, memory, files, its scratch folder, its user."""
+
+from __future__ import annotations
+
+import os
+import sys
+import sysconfig
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gradaudit.settings import Settings
+
+# Files outside the libraries that the dynamic loader and Python read; /etc as a whole would expose /etc/shadow.
+_SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
+_SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/sys/devices/system/cpu")
+
+
+@dataclass(frozen=True)
+class SandboxPolicy:
+    """The limits and the filesystem view of one audit's child process."""
+
+    time_limit_s: float  # wall clock: the parent kills the child at it
+    memory_bytes: int  # address space (and data) the audit may add to what the forked process already maps
+    scratch: Path  # the audit's own folder: its working directory, the only place it may write
+    reads: tuple[Path, ...] = ()  # the upload, its inputs, an external data folder: read-only
+    user: str | None = None  # when the parent is root, the child runs as this user
+    max_file_bytes: int = 4 << 30
+    max_open_files: int = 256
+    max_threads: int = 512  # RLIMIT_NPROC counts threads; forking is refused by seccomp, not by this
+    limit_address_space: bool = True  # False on CUDA, which reserves far more address space than it uses
+    libraries: tuple[Path, ...] = field(default_factory=lambda: library_paths())
+
+    @property
+    def cpu_limit_s(self) -> int:
+        """RLIMIT_CPU: a backstop behind the wall clock, allowing every core to be busy for the whole time."""
+        return int(self.time_limit_s * max(1, os.cpu_count() or 1)) + 5
+
+
+def policy_for(settings: Settings, scratch: Path, reads: list[Path | None], *, drop_user: bool) -> SandboxPolicy:
+    """The policy for an audit under these settings."""
+    return SandboxPolicy(
+        time_limit_s=settings.soft_time_limit_s, memory_bytes=settings.audit_memory_bytes, scratch=Path(scratch),
+        reads=tuple(Path(path) for path in reads if path is not None),
+        user=settings.sandbox_user if drop_user else None,
+        max_file_bytes=settings.max_extracted_bytes + settings.max_upload_bytes,
+        limit_address_space=not _may_use_cuda(settings.device),
+    )
+
+
+def library_paths() -> tuple[Path, ...]:
+    """Where installed code lives: the interpreter, its packages, our own packages, the system libraries."""
+    import gradaudit
+    import worker
+
+    paths = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)}
+    paths.update(Path(path) for path in sysconfig.get_paths().values())
+    paths.update(Path(entry) for entry in sys.path if entry and ("site-packages" in entry or "dist-packages" in entry))
+    # The project's own folder may hold data (gradaudit-data); only its packages are readable.
+    paths.update(Path(package.__file__).parent for package in (gradaudit, worker))
+    paths.update(Path(path) for path in (*_SYSTEM_DIRS, *_SYSTEM_FILES))
+    return tuple(sorted(path for path in paths if path.exists()))
+
+
+def _may_use_cuda(device: str) -> bool:
+    if device.startswith("cuda"):
+        return True
+    return device == "auto" and Path("/dev/nvidiactl").exists()
