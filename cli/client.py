@@ -27,10 +27,13 @@ class ServiceError(Exception):
 class Client:
     """Talks to one gradaudit service."""
 
-    def __init__(self, base_url: str, *, poll_interval_s: float = 1.0, timeout_s: float = 60):
+    def __init__(self, base_url: str, *, api_key: str | None = None, poll_interval_s: float = 1.0,
+                 timeout_s: float = 60):
         self.base_url = base_url.rstrip("/")
         self.poll_interval_s, self.timeout_s = poll_interval_s, timeout_s
         self.http = requests.Session()
+        if api_key:
+            self.http.headers["Authorization"] = f"Bearer {api_key}"
 
     def submit(self, path: Path, *, options: dict[str, Any], inputs_path: Path | None = None) -> dict[str, Any]:
         """Upload a network (an ONNX file with its external data file packed into a .zip); returns the queued

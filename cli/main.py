@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from cli.keys import keys, serve_auth
 from gradaudit.errors import one_line
 from gradaudit.options import AuditOptions
 from gradaudit.report import render_text
@@ -50,7 +51,8 @@ def serve(host: str, port: int, data_dir: Path | None) -> None:
     """Run the whole service: API, worker and (unless configured) SQLite and an embedded Redis."""
     from cli.embedded import serve as serve_embedded
 
-    settings = _settings(data_dir=data_dir)
+    settings, auth_line = serve_auth(_settings(data_dir=data_dir), host)
+    click.echo(auth_line)
     _stop_on_signals()
     serve_embedded(settings, host, port, announce=lambda url: click.echo(f"gradaudit listening on {url}"))
 
@@ -168,16 +170,18 @@ def audit(path, inputs, input_shape, batch_size, seed, loss, fail_on, as_json) -
 @main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
+@click.option("--api-key", envvar="GRADAUDIT_API_KEY", show_envvar=True,
+              help="sent as Authorization: Bearer (gradaudit keys create)")
 @click.option("--inputs", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=".npz batch")
 @click.option("--wait/--no-wait", default=False, help="wait for the report")
 @click.option("--timeout", default=1800, show_default=True, type=float, help="seconds to wait")
 @probe_options
 @coded_failures
-def submit(path, url, inputs, wait, timeout, input_shape, batch_size, seed, loss, fail_on, as_json) -> None:
+def submit(path, url, api_key, inputs, wait, timeout, input_shape, batch_size, seed, loss, fail_on, as_json) -> None:
     """Upload a network to a gradaudit service; with --wait, gate on its verdict."""
     from cli.client import Client, ServiceError
 
-    client = Client(url)
+    client = Client(url, api_key=api_key)
     options = _options(input_shape, batch_size, seed, loss)
     try:
         audit_doc = client.submit(path, options=options.model_dump(exclude_unset=True), inputs_path=inputs)
@@ -194,6 +198,8 @@ def submit(path, url, inputs, wait, timeout, input_shape, batch_size, seed, loss
 def _progress(status: str, elapsed_s: float) -> None:
     click.echo(f"\r{status:<10} {elapsed_s:6.1f}s", err=True, nl=status in ("succeeded", "failed"))
 
+
+main.add_command(keys)
 
 if __name__ == "__main__":
     main()

@@ -51,11 +51,11 @@ def test_help_lists_every_command():
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0
     assert "audits the gradients of ONNX, TorchScript and torch.export" in result.output
-    for command in ("serve", "worker", "migrate", "audit", "submit"):
+    for command in ("serve", "worker", "migrate", "audit", "submit", "keys"):
         assert command in result.output
 
 
-@pytest.mark.parametrize("command", ["serve", "worker", "migrate", "audit", "submit"])
+@pytest.mark.parametrize("command", ["serve", "worker", "migrate", "audit", "submit", "keys"])
 def test_every_command_has_help(command):
     result = CliRunner().invoke(main, [command, "--help"])
     assert result.exit_code == 0, result.output
