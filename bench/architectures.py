@@ -3,13 +3,15 @@ user exports today; print per network and format: ok or error code, seconds, the
 the process held before it, over the weights' size,
 layers tapped, findings, verdict; then `architectures: files=N ok=N failed=N flagged=N`.
 
-Networks are built in code (torchvision, weights=None: nothing is downloaded) and each audit runs in its own
+Networks are built in code (torchvision, weights=None and weights_backbone=None; transformers from their published
+configurations, see bench/transformer_networks.py: nothing is downloaded) and each audit runs in its own
 process, so its peak RSS is its own. Formats: `torchscript` (torch.jit.trace), `onnx` (the legacy exporter
 with its defaults, which fold BatchNorm into the convolutions), `onnx-unfolded` (legacy, no constant folding:
 BatchNorm kept), `dynamo` (torch.onnx.export's default exporter).
 
     .venv/bin/python bench/architectures.py                       # every network, every format
     .venv/bin/python bench/architectures.py --networks resnet50 mobilenet_v3_large --formats torchscript
+    .venv/bin/python bench/architectures.py --networks gpt2 albert --formats torchscript onnx dynamo
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -38,39 +42,80 @@ NETWORKS = {
     "shufflenet_v2_x1_0": ("shufflenet_v2_x1_0", 64), "regnet_y_400mf": ("regnet_y_400mf", 64),
     "convnext_tiny": ("convnext_tiny", 64),
 }
+# Segmentation and video (torchvision subpackage, builder, one input without its batch dimension).
+TASK_NETWORKS = {
+    "fcn_resnet50": ("segmentation", "fcn_resnet50", (3, 64, 64)),
+    "lraspp_mobilenet_v3_large": ("segmentation", "lraspp_mobilenet_v3_large", (3, 64, 64)),
+    "r3d_18": ("video", "r3d_18", (3, 8, 32, 32)),
+}
 FORMATS = ("torchscript", "onnx", "onnx-unfolded", "dynamo")
 BATCH = 4
 
 
+def all_networks() -> list[str]:
+    """Every network the benchmark knows: torchvision classification, segmentation and video, then transformers."""
+    from bench.transformer_networks import CONFIGS
+
+    return [*NETWORKS, *TASK_NETWORKS, *CONFIGS]
+
+
 def build(name: str):
-    """The network, at its default initialisation, in eval mode, and an input batch for it."""
-    import torch
+    """The network, at its default initialisation, in eval mode, and an input batch for it by input name."""
     import torchvision
 
+    if name in TASK_NETWORKS:
+        return _build_task_network(name)
+    if name not in NETWORKS:
+        from bench.transformer_networks import build_transformer
+
+        return build_transformer(name)
     builder, side = NETWORKS[name]
     torch.manual_seed(0)
     extra = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
     network = getattr(torchvision.models, builder)(weights=None, **extra).eval()
-    return network, torch.randn(BATCH, 3, side, side)
+    return network, {"x": torch.randn(BATCH, 3, side, side)}
 
 
-def export(name: str, network_format: str, folder: Path) -> Path:
-    """The network saved in one format under folder."""
-    import torch
+class SegmentationOut(torch.nn.Module):
+    """A torchvision segmentation network's "out" map (it returns a dict, which tracing refuses)."""
 
-    network, x = build(name)
+    def __init__(self, network):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x):
+        return self.network(x)["out"]
+
+
+def _build_task_network(name: str):
+    import torchvision
+
+    package, builder, shape = TASK_NETWORKS[name]
+    torch.manual_seed(0)
+    # weights_backbone=None: the segmentation builders otherwise download an ImageNet backbone.
+    extra = {"weights_backbone": None} if package == "segmentation" else {}
+    network = getattr(getattr(torchvision.models, package), builder)(weights=None, **extra).eval()
+    if package == "segmentation":
+        network = SegmentationOut(network).eval()
+    return network, {"x": torch.randn(BATCH, *shape)}
+
+
+def export(name: str, network_format: str, folder: Path) -> tuple[Path, dict[str, list[int]]]:
+    """The network saved in one format under folder, and the shape of each input by name."""
+    network, inputs = build(name)
+    example = tuple(inputs.values())
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         if network_format == "torchscript":
             path = folder / f"{name}.pt"
-            torch.jit.trace(network, x).save(str(path))
+            torch.jit.trace(network, example).save(str(path))
         else:
             path = folder / f"{name}.onnx"
             options = {"dynamo": network_format == "dynamo"}
             if network_format == "onnx-unfolded":
                 options["do_constant_folding"] = False
-            torch.onnx.export(network, (x,), str(path), **options)
-    return path
+            torch.onnx.export(network, example, str(path), **options)
+    return path, {input_name: list(tensor.shape) for input_name, tensor in inputs.items()}
 
 
 def audit_one(name: str, network_format: str, normalization: str = "auto") -> dict:
@@ -81,12 +126,12 @@ def audit_one(name: str, network_format: str, normalization: str = "auto") -> di
 
     with tempfile.TemporaryDirectory() as scratch:
         try:
-            path = export(name, network_format, Path(scratch))
+            path, input_shapes = export(name, network_format, Path(scratch))
         except Exception as exc:  # the exporter's refusal: not applicable, not an audit failure
-            return {"ok": False, "code": "not_exported", "detail": str(exc).splitlines()[0][:160], "seconds": 0.0}
+            return {"ok": False, "code": "not_exported", "detail": _first_line(exc), "seconds": 0.0}
         before = _rss_mb()
-        side = NETWORKS[name][1]
-        shapes = {"x": [BATCH, 3, side, side]} if network_format == "torchscript" else {}
+        # TorchScript declares no input shapes; ONNX exports keep the example's.
+        shapes = input_shapes if network_format == "torchscript" else {}
         start = time.perf_counter()
         try:
             options = AuditOptions(input_shapes=shapes, batch_size=BATCH, normalization=normalization)
@@ -98,7 +143,20 @@ def audit_one(name: str, network_format: str, normalization: str = "auto") -> di
             "audit_rss_mb": max(0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before),
             "tapped": sum(bool(layer.batch_rows) for layer in weight_layers), "weight_layers": len(weight_layers),
             "normalization": result.setup.get("normalization_mode"), "verdict": result.verdict,
-            "findings": [f"{f['code']}:{f['severity']}" for f in result.findings if f["severity"] != "info"]}
+            "findings": [f"{f['code']}:{f['severity']}" for f in result.findings if f["severity"] != "info"],
+            "evidence": [_evidence(f) for f in result.findings if f["severity"] != "info"]}
+
+
+def _evidence(finding: dict) -> dict:
+    """A finding's code, its layers (first and last few) and the numbers behind it, for --evidence."""
+    layers = finding["layers"]
+    shown = layers if len(layers) <= 6 else [*layers[:3], f"... {len(layers) - 6} more ...", *layers[-3:]]
+    return {"code": finding["code"], "layers": shown, "evidence": finding["evidence"]}
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:160]
 
 
 def _rss_mb() -> float:
@@ -109,6 +167,8 @@ def _rss_mb() -> float:
 def _row(name: str, network_format: str, row: dict) -> str:
     if not row["ok"]:
         code, detail = row.get("code", "crashed"), row.get("detail", "")
+        if code == "not_exported":  # torch's exporter refused it: not applicable, the reason follows
+            code, detail = "n/a", f"export failed in torch: {detail}"
         return f"{name:20} {network_format:13} {code:>10} {row['seconds']:6.1f}s  {detail}"
     weights_mb = row["parameters"] * 4 / 2**20
     return (f"{name:20} {network_format:13} {'ok':>10} {row['seconds']:6.1f}s {row['audit_rss_mb'] / weights_mb:6.1f}x "
@@ -119,10 +179,12 @@ def _row(name: str, network_format: str, row: dict) -> str:
 def main() -> None:
     """Every chosen network in every chosen format, each in a child process."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
+    parser.add_argument("--networks", nargs="+", default=all_networks(), choices=all_networks())
     parser.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
     parser.add_argument("--normalization", default="auto", choices=("auto", "batch", "running"),
                         help="BatchNorm statistics during the probe (running: as an eval-mode probe sees it)")
+    parser.add_argument("--evidence", action="store_true",
+                        help="after each flagged row, its findings' layers and evidence (one JSON line each)")
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -146,6 +208,8 @@ def main() -> None:
                 counts["ok" if row["ok"] else "failed"] += 1
             counts["flagged"] += row["ok"] and row["verdict"] != "healthy"
             print(_row(name, network_format, row), flush=True)
+            for finding in row.get("evidence", []) if args.evidence else []:
+                print("    " + json.dumps(finding, default=str), flush=True)
     print("\narchitectures: " + " ".join(f"{key}={value}" for key, value in counts.items()))
 
 
