@@ -7,7 +7,7 @@ Networks are built in code (torchvision, weights=None and weights_backbone=None;
 configurations, see bench/transformer_networks.py: nothing is downloaded) and each audit runs in its own
 process, so its peak RSS is its own. Formats: `torchscript` (torch.jit.trace), `onnx` (the legacy exporter
 with its defaults, which fold BatchNorm into the convolutions), `onnx-unfolded` (legacy, no constant folding:
-BatchNorm kept), `dynamo` (torch.onnx.export's default exporter).
+BatchNorm kept), `dynamo` (torch.onnx.export's default exporter), `pt2` (torch.export.export then save).
 
     .venv/bin/python bench/architectures.py                       # every network, every format
     .venv/bin/python bench/architectures.py --networks resnet50 mobilenet_v3_large --formats torchscript
@@ -48,7 +48,7 @@ TASK_NETWORKS = {
     "lraspp_mobilenet_v3_large": ("segmentation", "lraspp_mobilenet_v3_large", (3, 64, 64)),
     "r3d_18": ("video", "r3d_18", (3, 8, 32, 32)),
 }
-FORMATS = ("torchscript", "onnx", "onnx-unfolded", "dynamo")
+FORMATS = ("torchscript", "onnx", "onnx-unfolded", "dynamo", "pt2")
 BATCH = 4
 
 
@@ -109,6 +109,9 @@ def export(name: str, network_format: str, folder: Path) -> tuple[Path, dict[str
         if network_format == "torchscript":
             path = folder / f"{name}.pt"
             torch.jit.trace(network, example).save(str(path))
+        elif network_format == "pt2":
+            path = folder / f"{name}.pt2"
+            torch.export.save(torch.export.export(network, example), str(path))
         else:
             path = folder / f"{name}.onnx"
             options = {"dynamo": network_format == "dynamo"}
