@@ -31,7 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # (torchvision builder, input side): sides as small as each architecture allows, to keep a sweep in minutes
-# (AlexNet and VGG pool adaptively to 6x6 and 7x7, which the legacy ONNX exporter takes only from 224).
+# (AlexNet and VGG pool adaptively to 6x6 and 7x7, which the legacy ONNX exporter takes only from 224;
+# MaxViT partitions every stage into 7x7 windows, which only 224 divides).
 NETWORKS = {
     "alexnet": ("alexnet", 224), "vgg11": ("vgg11", 224), "vgg11_bn": ("vgg11_bn", 224),
     "resnet18": ("resnet18", 64), "resnet50": ("resnet50", 64), "wide_resnet50_2": ("wide_resnet50_2", 64),
@@ -40,7 +41,14 @@ NETWORKS = {
     "mobilenet_v2": ("mobilenet_v2", 64), "mobilenet_v3_large": ("mobilenet_v3_large", 64),
     "efficientnet_b0": ("efficientnet_b0", 64), "mnasnet1_0": ("mnasnet1_0", 64),
     "shufflenet_v2_x1_0": ("shufflenet_v2_x1_0", 64), "regnet_y_400mf": ("regnet_y_400mf", 64),
-    "convnext_tiny": ("convnext_tiny", 64),
+    "convnext_tiny": ("convnext_tiny", 64), "efficientnet_v2_s": ("efficientnet_v2_s", 64),
+    "vit_b_16": ("vit_b_16", 64), "swin_t": ("swin_t", 64), "maxvit_t": ("maxvit_t", 224),
+}
+# Builder options: no auxiliary heads; ViT's position table sized to the smaller input (4x4 patches of 16).
+BUILD_OPTIONS = {
+    "googlenet": {"aux_logits": False, "init_weights": True},
+    "inception_v3": {"aux_logits": False, "init_weights": True},
+    "vit_b_16": {"image_size": 64},
 }
 # Segmentation and video (torchvision subpackage, builder, one input without its batch dimension).
 TASK_NETWORKS = {
@@ -71,8 +79,7 @@ def build(name: str):
         return build_transformer(name)
     builder, side = NETWORKS[name]
     torch.manual_seed(0)
-    extra = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
-    network = getattr(torchvision.models, builder)(weights=None, **extra).eval()
+    network = getattr(torchvision.models, builder)(weights=None, **BUILD_OPTIONS.get(name, {})).eval()
     return network, {"x": torch.randn(BATCH, 3, side, side)}
 
 
