@@ -4,7 +4,7 @@ the GraphModule's generated Python, symbolic shape expressions go through sympy.
 exec'd by ExportedProgram.module(), and tree specs may import modules. So every string is checked here against
 what torch.export.save writes for plain networks, and the program is refused (or the field dropped) otherwise.
 
-OPERATORS is the one place that decides which operator targets may run; a later allowlist replaces it here."""
+Which operator targets may run is decided by the allowlist both formats share (worker/engine/allowed_operators.py)."""
 
 from __future__ import annotations
 
@@ -13,22 +13,10 @@ import re
 from collections.abc import Iterator
 
 from gradaudit.errors import AuditError
-
-# Operator targets: aten and prims ops, minus those with effects outside tensors; a few pure Python functions that
-# symbolic shapes use. Everything else (custom namespaces, higher-order ops, arbitrary torch.* callables) is refused.
-OPERATOR_NAMESPACES = ("torch.ops.aten.", "torch.ops.prims.")
-REFUSED_OPERATORS = frozenset({"from_file", "save", "_print", "warn", "_assert_async", "_debug_has_internal_overlap"})
-PYTHON_FUNCTIONS = frozenset({
-    *(f"_operator.{name}" for name in ("getitem", "add", "sub", "mul", "floordiv", "truediv", "mod", "neg", "pow",
-                                       "eq", "ne", "lt", "le", "gt", "ge", "and_", "or_", "not_", "pos", "abs")),
-    *(f"torch.{name}" for name in ("sym_float", "sym_int", "sym_max", "sym_min", "sym_not", "sym_ite", "sym_sum",
-                                   "_sym_sqrt")),
-    "math.ceil", "math.floor", "math.trunc",
-})
+from worker.engine.allowed_operators import refuse_unsafe_operators
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _QUALIFIED = re.compile(r"([A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*)?")
-_OPERATOR = re.compile(r"torch\.ops\.[a-z_]+\.([A-Za-z0-9_]+)\.[A-Za-z0-9_]+")
 _MODULE_STACK = re.compile(r"[\w.,;<>@\[\]()' -]*")
 _DEVICE = re.compile(r"[a-z]+")
 # sympy expressions as torch prints shapes: symbols (s0, u3), numbers, arithmetic, and the functions listed.
@@ -58,26 +46,10 @@ def screen_program(program: dict) -> dict:
     for node in _nodes(graph_module):
         metadata = node.get("metadata") or {}
         node["metadata"] = {key: metadata[key] for key in _KEPT_METADATA if key in metadata}
-    refuse_unsupported_operators(node["target"] for node in _nodes(graph_module))
+    refuse_unsafe_operators({str(node["target"]): "the program" for node in _nodes(graph_module)})
     for key, value in _strings(program):
         _check(key, value)
     return program
-
-
-def refuse_unsupported_operators(targets) -> None:
-    """AuditError('unsupported_operator') naming every target outside the allowed operators."""
-    refused = sorted({target for target in targets if not operator_allowed(target)})
-    if refused:
-        raise AuditError("unsupported_operator", f"the program calls operators gradaudit does not run: "
-                                                 f"{', '.join(refused[:8])}")
-
-
-def operator_allowed(target: str) -> bool:
-    """Whether a serialized operator target may run: aten/prims ops outside REFUSED_OPERATORS, a few pure functions."""
-    if target in PYTHON_FUNCTIONS:
-        return True
-    match = _OPERATOR.fullmatch(target)
-    return bool(match) and target.startswith(OPERATOR_NAMESPACES) and match.group(1) not in REFUSED_OPERATORS
 
 
 def _nodes(value) -> Iterator[dict]:

@@ -11,19 +11,23 @@ import torch
 from gradaudit.errors import AuditError, one_line
 from worker.engine.network import InputSpec, Layer, LoadedNetwork
 from worker.engine.torchscript.normalization import attribute_path, batch_norm_layers
+from worker.engine.torchscript.screen import screen_archive, screen_module
 from worker.engine.torchscript.structure import structure
 from worker.engine.torchscript.token_ids import embedding_weight
 from worker.engine.torchscript.vocabulary import OP_COUNT_NAMES, ROLES
 
 
 def load_torchscript(path: Path) -> LoadedNetwork:
-    """Load a TorchScript archive into a LoadedNetwork (inputs have no declared shapes)."""
+    """Load a TorchScript archive into a LoadedNetwork (inputs have no declared shapes), once nothing of it that
+    would run is outside the operator allowlist (screen.py)."""
+    screen_archive(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice, once per load
             module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise AuditError("invalid_torchscript", f"not a loadable TorchScript archive ({one_line(exc, 200)})") from None
+    screen_module(module)
     module.eval()
     graph = module.inlined_graph
     return LoadedNetwork(

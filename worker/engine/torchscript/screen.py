@@ -1,0 +1,82 @@
+"""What a TorchScript archive may run, checked before anything of it runs.
+
+Two moments run an archive's code. Loading: torch.jit.load unpickles the module with torch's own unpickler,
+which builds only tensors, containers and the archive's own TorchScript classes, and calls a class's scripted
+`__setstate__` while it does (a native one for registered `torch.classes`). So the archive's records are read
+first, with the same reader torch.jit.load uses, and an archive whose code or pickles name `__setstate__` or a
+registered class is refused unloaded. Running: every method of every module, and every forward hook, is
+inlined and each node's kind is checked against the allowlist (worker/engine/allowed_operators.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from gradaudit.errors import AuditError, one_line
+from worker.engine.allowed_operators import refuse_unsafe_operators
+
+# Records holding tensor bytes only: nothing in them is read as code or as a pickle.
+_TENSOR_RECORD = re.compile(r"(\.data/|data/|constants/)[^/]*")
+# Names that make torch.jit.load run code while unpickling: a scripted __setstate__, a registered C++ class.
+_RUNS_AT_LOAD = re.compile(rb"__setstate__|torch\.classes|__torch__\.torch\.classes")
+
+
+def screen_archive(path: Path) -> None:
+    """AuditError('unsafe_operator') if loading the archive would run any of its code; nothing is loaded."""
+    try:
+        reader = torch._C.PyTorchFileReader(str(path))
+        records = [name for name in reader.get_all_records() if not _TENSOR_RECORD.fullmatch(name)]
+        found = {name: _RUNS_AT_LOAD.search(bytes(reader.get_record(name))) for name in records}
+    except AuditError:
+        raise
+    except Exception:  # noqa: BLE001 - not an archive torch reads: torch.jit.load refuses it with its own message
+        return
+    for name, match in found.items():
+        if match:
+            what = match.group().decode()
+            raise AuditError("unsafe_operator", f"the archive's {name} names '{what}', which torch.jit.load would "
+                                                f"run while loading it; gradaudit does not load such archives")
+
+
+def screen_module(module: torch.jit.ScriptModule) -> None:
+    """AuditError('unsafe_operator') naming every operator outside the allowlist that any method may call."""
+    try:
+        found = module_operators(module)
+    except Exception as exc:  # noqa: BLE001 - a graph torch cannot copy or inline is not one gradaudit runs
+        raise AuditError("invalid_torchscript", f"its code could not be inspected ({one_line(exc, 200)})") from None
+    refuse_unsafe_operators(found)
+
+
+def module_operators(module: torch.jit.ScriptModule) -> dict[str, str]:
+    """Every node kind in every inlined method and hook of the module and its submodules, with where it is first
+    found ('layers.0.helper')."""
+    found: dict[str, str] = {}
+    for path, submodule in module.named_modules():
+        for name, graph in _graphs(submodule._c):
+            for kind in _kinds(_inlined(graph)):
+                found.setdefault(kind, f"{path}.{name}" if path else name)
+    return found
+
+
+def _graphs(module: torch._C.ScriptModule) -> Iterator[tuple[str, torch._C.Graph]]:
+    for name in module._method_names():
+        yield name, module._get_method(name).graph
+    for hook in [*module._get_forward_pre_hooks(), *module._get_forward_hooks()]:
+        yield hook.name, hook.graph
+
+
+def _inlined(graph: torch._C.Graph) -> torch._C.Graph:
+    copy = graph.copy()  # inlining edits the graph: the module's own stays as it was
+    torch._C._jit_pass_inline(copy)
+    return copy
+
+
+def _kinds(block) -> Iterator[str]:
+    for node in block.nodes():
+        yield node.kind()
+        for inner in node.blocks():
+            yield from _kinds(inner)
