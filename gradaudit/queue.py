@@ -14,6 +14,7 @@ from gradaudit.settings import Settings
 
 RUN_AUDIT = "gradaudit.run_audit"
 AUDIT_QUEUE = "audits"
+BROKER_SOCKET_TIMEOUT_S = 5
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -41,6 +42,10 @@ def celery_config(settings: Settings) -> dict:
             # running audit is never handed out twice while its worker is alive.
             "visibility_timeout": settings.visibility_timeout_s,
             "unacked_restore_limit": 10,
+            # A broker that accepts the connection but never answers (hung, stopped) must not hang a POST:
+            # the send fails and the audit waits queued for the reconciler. Past the 1 s BRPOP of the consumer.
+            "socket_timeout": BROKER_SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_S,
         },
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=3,
