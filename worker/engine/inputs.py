@@ -11,6 +11,7 @@ import torch
 from gradaudit.errors import AuditError
 from gradaudit.options import AuditOptions
 from worker.engine.network import InputSpec
+from worker.engine.sizes import declared_bytes, memory_budget, refuse_past_budget, refuse_total_past_budget
 
 
 def build_inputs(specs: list[InputSpec], options: AuditOptions, inputs_path: Path | None = None) -> dict[str, torch.Tensor]:
@@ -18,8 +19,21 @@ def build_inputs(specs: list[InputSpec], options: AuditOptions, inputs_path: Pat
     if inputs_path is not None:
         return _from_npz(specs, inputs_path)
     _refuse_unknown_names(specs, options)
+    shapes = {spec.name: resolve_shape(spec, options) for spec in specs}
+    _refuse_oversized(specs, shapes, options.batches)
     generator = torch.Generator().manual_seed(options.seed)
-    return {spec.name: _synthetic(spec, resolve_shape(spec, options), generator) for spec in specs}
+    return {spec.name: _synthetic(spec, shapes[spec.name], generator) for spec in specs}
+
+
+def _refuse_oversized(specs: list[InputSpec], shapes: dict[str, list[int]], batches: int) -> None:
+    # Every probe batch is held at once; randn draws float32 whatever the input's dtype.
+    one_batch = sum(declared_bytes(shapes[spec.name], max(_itemsize(spec.dtype), 4)) for spec in specs)
+    shown = ", ".join(f"{name} {shape}" for name, shape in shapes.items())[:300]
+    refuse_total_past_budget(f"{batches} probe batches of inputs {shown}", one_batch * batches, memory_budget())
+
+
+def _itemsize(dtype: torch.dtype | None) -> int:
+    return (dtype or torch.float32).itemsize
 
 
 def _refuse_unknown_names(specs: list[InputSpec], options: AuditOptions) -> None:
@@ -83,6 +97,7 @@ def _from_npz(specs: list[InputSpec], inputs_path: Path) -> dict[str, torch.Tens
 
 
 def _read_npz(inputs_path: Path) -> dict[str, np.ndarray]:
+    _refuse_oversized_arrays(inputs_path)
     try:
         with np.load(inputs_path, allow_pickle=False) as archive:
             if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -106,3 +121,27 @@ def _npz_tensor(spec: InputSpec, arrays: dict[str, np.ndarray]) -> torch.Tensor:
     if spec.dtype.is_floating_point != tensor.is_floating_point():
         raise AuditError("invalid_inputs", f"array '{spec.name}' has dtype {array.dtype}, the input expects {spec.dtype}")
     return tensor.to(spec.dtype)
+
+
+def _refuse_oversized_arrays(inputs_path: Path) -> None:
+    """Judge each array by its .npy header (shape, dtype) before numpy reads any data."""
+    budget, total = memory_budget(), 0
+    try:
+        with zipfile.ZipFile(inputs_path) as archive:
+            for info in archive.infolist():
+                with archive.open(info) as member:
+                    shape, dtype = _npy_header(member)
+                refuse_past_budget(f"array {info.filename!r} of the .npz", shape, dtype.itemsize, budget)
+                total += declared_bytes(shape, dtype.itemsize)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise AuditError("invalid_inputs", f"not a valid .npz of arrays ({str(exc).splitlines()[0][:200]})") from None
+    refuse_total_past_budget("the .npz's arrays together", total, budget)
+
+
+def _npy_header(member) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(member)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:
+        raise ValueError(f".npy format version {version} is not read here; numpy.savez writes 1.0")
+    shape, _, dtype = readers[version](member)
+    return shape, dtype

@@ -25,10 +25,12 @@ from worker.engine.onnx.folded import folded_setup, restore_folded_batch_norms
 from worker.engine.onnx.unrolled import recurrence_roles, unrolled_recurrences
 from worker.engine.onnx.prepare import refuse_unsupported
 from worker.engine.onnx.same_parameters import same_parameters
+from worker.engine.onnx.sizes import refuse_oversized
 from worker.engine.onnx.structure import structure
 from worker.engine.onnx.token_ids import vocabulary_size
 from worker.engine.onnx.vocabulary import OP_COUNT_NAMES, ROLES
 from worker.engine.onnx.wire import read_without_weights
+from worker.engine.sizes import memory_budget
 
 
 @dataclass
@@ -50,6 +52,7 @@ def read_onnx(path: Path, external_data_dir: Path | None = None) -> OnnxGraph:
     _check(proto)  # before locating: the checker refuses the absolute paths external references get there
     locate_external_data(proto, external_data_dir, own_file=path)
     refuse_unsupported(proto.graph, computing_only=True)
+    refuse_oversized(proto, memory_budget())  # before a weight is read or a node run
     inputs, op_counts = _input_specs(proto.graph), _op_counts(proto.graph)  # as uploaded
     return OnnxGraph(proto, Path(path), inputs, op_counts, [o.name for o in proto.graph.output], _opset(proto),
                      restore_folded_batch_norms(proto.graph))

@@ -1,0 +1,82 @@
+"""An ONNX graph's declared sizes against the memory budget, before any weight is read or node run.
+
+Initializers are judged by their declared dims, and every other value by the shape ONNX's static shape
+inference gives it: with the small integer constants kept in the graph (shapes, repeats, sizes, scales), it
+computes the outputs of Expand, Tile, ConstantOfShape, Resize, Reshape, ... where their shape inputs are
+constants, so a few hundred bytes asking for 10^11 elements are refused before anything allocates them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import onnx
+from onnx import TensorProto
+
+from worker.engine.onnx.external_data import external_tensors
+from worker.engine.sizes import declared_bytes, refuse_past_budget, refuse_total_past_budget
+
+log = logging.getLogger(__name__)
+
+# Integer constants up to this many elements stay in the graph shape inference reads: shapes and the like.
+_SHAPE_CONSTANT_ELEMENTS = 64
+_INTEGER_TYPES = (TensorProto.INT64, TensorProto.INT32)
+
+
+def refuse_oversized(proto: onnx.ModelProto, budget: int) -> None:
+    """AuditError("input_too_large") for an initializer, their total, or an inferred value past the budget."""
+    graph, total = proto.graph, 0
+    for tensor in graph.initializer:
+        refuse_past_budget(f"initializer {tensor.name!r}", tensor.dims, _itemsize(tensor.data_type), budget)
+        total += declared_bytes(tensor.dims, _itemsize(tensor.data_type))
+    refuse_total_past_budget("the initializers together", total, budget)
+    for value in _inferred_values(proto):
+        shape = _static_shape(value)
+        if shape is not None:
+            itemsize = _itemsize(value.type.tensor_type.elem_type)
+            refuse_past_budget(f"the graph's value {value.name!r}", shape, itemsize, budget)
+
+
+def _inferred_values(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(_with_shape_constants_only(proto), data_prop=True)
+    except Exception:  # inference is a best effort: the converter reports what it cannot take
+        log.info("ONNX shape inference failed; only declared sizes are checked", exc_info=True)
+        return []
+    return [*inferred.graph.value_info, *inferred.graph.output]
+
+
+def _with_shape_constants_only(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph with its small integer initializers kept and every other one declared as an input: inference
+    needs the constants' values, never the weights'."""
+    graph = proto.graph
+    external = {tensor.name for tensor in external_tensors(graph)}
+    kept = [t for t in graph.initializer if _is_shape_constant(t) and t.name not in external]
+    kept_names = {t.name for t in kept}
+    declared = {value.name for value in graph.input}
+    weights = [onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+               for t in graph.initializer if t.name not in kept_names and t.name not in declared]
+    inputs = [value for value in graph.input if value.name not in kept_names]
+    skeleton = onnx.helper.make_graph(list(graph.node), graph.name, inputs + weights, list(graph.output),
+                                      initializer=kept, value_info=list(graph.value_info))
+    return onnx.helper.make_model(skeleton, ir_version=proto.ir_version, opset_imports=list(proto.opset_import),
+                                  functions=list(proto.functions))
+
+
+def _is_shape_constant(tensor: TensorProto) -> bool:
+    return tensor.data_type in _INTEGER_TYPES and declared_bytes(tensor.dims, 1) <= _SHAPE_CONSTANT_ELEMENTS
+
+
+def _static_shape(value: onnx.ValueInfoProto) -> list[int] | None:
+    tensor_type = value.type.tensor_type
+    if not value.type.HasField("tensor_type") or not tensor_type.HasField("shape"):
+        return None
+    # A symbolic dimension counts as 1: the known ones alone bound the size from below.
+    return [dim.dim_value if dim.HasField("dim_value") and dim.dim_value >= 0 else 1 for dim in tensor_type.shape.dim]
+
+
+def _itemsize(data_type: int) -> int:
+    try:
+        return max(onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize, 1)
+    except (KeyError, TypeError, ValueError):
+        return 1
