@@ -10,6 +10,7 @@ import torch
 
 from gradaudit.errors import AuditError, one_line
 from worker.engine.network import InputSpec, Layer, LoadedNetwork
+from worker.engine.torchscript.fastpaths import unfuse_fast_paths
 from worker.engine.torchscript.normalization import attribute_path, batch_norm_layers
 from worker.engine.torchscript.screen import screen_archive, screen_module
 from worker.engine.torchscript.structure import structure
@@ -28,6 +29,7 @@ def load_torchscript(path: Path) -> LoadedNetwork:
     except Exception as exc:
         raise AuditError("invalid_torchscript", f"not a loadable TorchScript archive ({one_line(exc, 200)})") from None
     screen_module(module)
+    unfuse_fast_paths(module)  # after the allowlist has seen the archive's own ops
     module.eval()
     graph = module.inlined_graph
     return LoadedNetwork(

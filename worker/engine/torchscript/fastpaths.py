@@ -1,0 +1,161 @@
+"""A pass over a loaded TorchScript network: fused inference fast paths become the ordinary aten ops they compute.
+
+A trace taken in eval mode under no_grad (the usual way) records nn.MultiheadAttention's and
+nn.TransformerEncoderLayer's fused kernels, which have no derivative, so the probe's backward would fail. Each
+such node of the inlined forward's top level is replaced by the graph of its composition in fused_ops.py, its inserted nodes carrying the fused
+node's module call so taps and call numbers still find it. nn.TransformerEncoder's padding path (a nested
+tensor built from the key padding mask, the layers run on it, then padded back) becomes the dense equivalent:
+the layers read the mask as a key padding mask, and the padded positions take the padding value at the end. A
+fused op that cannot be rewritten faithfully is refused with the way to export without it.
+
+Scripted code keeps the fast path inside the `if` that checks, while running, that no gradient is wanted; the
+probe runs with gradients, so it never takes that branch, and nodes inside blocks are left as they are.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from gradaudit.errors import AuditError
+from worker.engine.torchscript import fused_ops
+
+ATTENTION = "aten::_native_multi_head_attention"
+ENCODER_LAYER = "aten::_transformer_encoder_layer_fwd"
+TO_NESTED = "aten::_nested_tensor_from_mask"
+TO_PADDED = "aten::to_padded_tensor"
+# Fused inference kernels without a derivative that nothing here rewrites.
+_REFUSED = frozenset({"aten::_native_decoder_only_multi_head_attention", "aten::_transformer_decoder_only_layer_fwd",
+                      "aten::_transform_bias_rescale_qkv", "aten::_triton_multi_head_attention",
+                      "aten::_triton_scaled_dot_attention"})
+_FUSED = frozenset({ATTENTION, ENCODER_LAYER, TO_NESTED}) | _REFUSED
+_MASK, _MASK_TYPE = {ATTENTION: 9, ENCODER_LAYER: 18}, {ATTENTION: 12, ENCODER_LAYER: 19}
+_EXPORT_HINT = ("call torch.backends.mha.set_fastpath_enabled(False) before tracing (or trace with gradients enabled) "
+                "so the export records the ordinary attention ops")
+
+
+def unfuse_fast_paths(module: torch.jit.ScriptModule) -> list[str]:
+    """Rewrite the fused fast-path nodes of the module's forward in place; the kinds rewritten (none: untouched)."""
+    found = sorted({node.kind() for node in module.inlined_graph.nodes()} & _FUSED)
+    if not found:
+        return []
+    graph = module._c._get_method("forward").graph
+    torch._C._jit_pass_inline(graph)  # the nested-tensor path runs across module calls: rewrite one graph
+    _Rewrite(graph).run()
+    return found
+
+
+def _refuse(kind: str, why: str) -> AuditError:
+    return AuditError("unsupported_operator", f"{kind} (PyTorch's fused inference fast path) {why}; {_EXPORT_HINT}")
+
+
+class _Rewrite:
+    """One pass over a graph; keeps, for each value standing for a nested tensor, the mask it was built from."""
+
+    def __init__(self, graph: torch._C.Graph):
+        self.graph = graph
+        self.keep: dict[str, torch._C.Value] = {}
+        self.to_nested: list[torch._C.Node] = []
+
+    def run(self) -> None:
+        """Rewrite every fused node, then let each nested tensor's dense source stand in for it."""
+        for node in list(self.graph.nodes()):
+            self.node(node)
+        for node in self.to_nested:
+            node.output().replaceAllUsesWith(node.inputsAt(0))
+            node.destroy()
+
+
+    def node(self, node: torch._C.Node) -> None:
+        """Rewrite one node if it is a fused one (or reads a nested tensor), or refuse it."""
+        kind = node.kind()
+        if kind in _REFUSED:
+            raise _refuse(kind, "has no derivative and no rewrite here")
+        if kind == TO_NESTED:
+            self._track(node.output(), node.inputsAt(1))
+            self.to_nested.append(node)
+        elif kind in (ATTENTION, ENCODER_LAYER):
+            self._fused(node)
+        elif kind == TO_PADDED and self._nested(node.inputsAt(0)):
+            inputs = [node.inputsAt(0), self._kept(node.inputsAt(0)), node.inputsAt(1)]
+            self._replace(node, _function("padded"), inputs)
+
+    def _fused(self, node: torch._C.Node) -> None:
+        kind, inputs = node.kind(), list(node.inputs())
+        mask, mask_type = _MASK[kind], _MASK_TYPE[kind]
+        _check_mask_type(kind, inputs[mask_type])
+        keep = self.keep.get(inputs[0].debugName())
+        if keep is not None:  # the layer ran on a nested tensor: every sequence sees its own tokens only
+            if not _is_none(inputs[mask]) or any(self._nested(value) for value in inputs[1:3]):
+                raise _refuse(kind, "has a nested input beside a mask or another input")
+            with self.graph.insert_point_guard(node):
+                inputs[mask] = self.graph.insertGraph(_inlined(_function("key_padding").graph), [keep])[0]
+                inputs[mask_type] = self.graph.insertConstant(1)
+        name = "multi_head_attention" if kind == ATTENTION else "transformer_encoder_layer"
+        outputs = self._replace(node, _function(name), inputs)
+        if keep is not None:
+            self._track(outputs[0], keep)
+
+    def _replace(self, node: torch._C.Node, function, inputs: list[torch._C.Value]) -> list[torch._C.Value]:
+        """Insert the function's graph before node, give its nodes node's module call, and drop node."""
+        with self.graph.insert_point_guard(node):
+            first = self.graph.insertConstant(0).node()  # a marker: everything after it up to node is new
+            outputs = self.graph.insertGraph(_inlined(function.graph), inputs)
+        for new in _between(first, node):
+            new.copyMetadata(node)  # its scope and inlined call stack: the module call the fused node belonged to
+        for old, new in zip(node.outputs(), outputs):
+            old.replaceAllUsesWith(new)
+        node.destroy()
+        first.destroy()
+        return outputs
+
+    def _track(self, value: torch._C.Value, keep: torch._C.Value) -> None:
+        """Remember that value stands for a nested tensor built from keep; refuse it if it goes where the dense
+        rewrite cannot follow (returned, or read by any other op)."""
+        for use in value.uses():
+            if use.user.kind() not in (ATTENTION, ENCODER_LAYER, TO_PADDED):
+                raise _refuse(TO_NESTED, f"feeds {use.user.kind()}, which the dense rewrite cannot follow")
+        self.keep[value.debugName()] = keep
+
+    def _nested(self, value: torch._C.Value) -> bool:
+        return value.debugName() in self.keep
+
+    def _kept(self, value: torch._C.Value) -> torch._C.Value:
+        return self.keep[value.debugName()]
+
+
+def _check_mask_type(kind: str, mask_type: torch._C.Value) -> None:
+    if mask_type.node().kind() != "prim::Constant" or _is_none(mask_type):
+        return  # decided while running: the composition raises on a type it does not know
+    if mask_type.toIValue() not in (0, 1, 2):
+        raise _refuse(kind, f"has mask_type {mask_type.toIValue()}, which has no known meaning")
+
+
+def _is_none(value: torch._C.Value) -> bool:
+    return value.type().kind() == "NoneType"
+
+
+def _between(first: torch._C.Node, last: torch._C.Node) -> list[torch._C.Node]:
+    """The nodes after first and before last in their block, with the nodes of their blocks."""
+    found, node = [], last.prev()
+    while node != first:
+        found.append(node)
+        node = node.prev()
+    return [inner for node in found for inner in _with_blocks(node)]
+
+
+def _with_blocks(node: torch._C.Node) -> list[torch._C.Node]:
+    return [node] + [inner for block in node.blocks() for child in block.nodes() for inner in _with_blocks(child)]
+
+
+@functools.cache
+def _function(name: str) -> torch.jit.ScriptFunction:
+    return torch.jit.script(getattr(fused_ops, name))
+
+
+def _inlined(graph: torch._C.Graph) -> torch._C.Graph:
+    copy = graph.copy()
+    torch._C._jit_pass_inline(copy)
+    torch._C._jit_pass_lower_all_tuples(copy)  # a tuple returned becomes its elements: the fused node's outputs
+    return copy
