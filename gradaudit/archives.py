@@ -8,10 +8,13 @@ member count and size, and only plain files at confined relative paths: no absol
 
 from __future__ import annotations
 
+import gzip
+import io
 import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -21,6 +24,11 @@ from gradaudit.errors import error_code
 
 MAX_MEMBERS = 1000
 CHUNK_BYTES = 1024 * 1024
+# Extracted bytes per stored byte past which an archive is a bomb, not weights: float weights barely compress,
+# zeros do ~1000:1. Archives that extract to less than the floor are never judged by ratio.
+MAX_RATIO = 1000
+RATIO_FLOOR_BYTES = 64 * 1024 * 1024
+_TAR_HEADER_ROOM = 1024  # a member's header and its padding, per member
 
 
 class ArchiveRefused(ValueError):
@@ -52,7 +60,8 @@ def extract_onnx_archive(path: Path, destination: Path, *, max_total_bytes: int,
                          max_members: int = MAX_MEMBERS) -> Path:
     """Extract the archive into `destination`; the path of its single .onnx file."""
     destination.mkdir(parents=True, exist_ok=True)
-    members = list(_members(path))
+    max_total_bytes = min(max_total_bytes, _ratio_limit(path))
+    members = _listed(_members(path, max_total_bytes, max_members), max_members)
     _check_members(members, max_total_bytes, max_members)
     written = 0
     for member in members:
@@ -60,11 +69,25 @@ def extract_onnx_archive(path: Path, destination: Path, *, max_total_bytes: int,
     return destination / _single_onnx(members)
 
 
-def _members(path: Path) -> Iterator[Member]:
+def _ratio_limit(path: Path) -> int:
+    return max(RATIO_FLOOR_BYTES, MAX_RATIO * path.stat().st_size)
+
+
+def _listed(members: Iterator[Member], max_members: int) -> list[Member]:
+    listed = []
+    for member in members:
+        if len(listed) >= max_members:  # stop reading: a crafted archive can hold millions of headers
+            raise ArchiveRefused("archive_too_large", f"more than {max_members} members; at most {max_members} "
+                                                      "are accepted")
+        listed.append(member)
+    return listed
+
+
+def _members(path: Path, max_total_bytes: int, max_members: int) -> Iterator[Member]:
     if zipfile.is_zipfile(path):
         yield from _zip_members(path)
     else:
-        yield from _tar_members(path)
+        yield from _tar_members(path, max_total_bytes + (max_members + 2) * _TAR_HEADER_ROOM)
 
 
 def _zip_members(path: Path) -> Iterator[Member]:
@@ -76,14 +99,52 @@ def _zip_members(path: Path) -> Iterator[Member]:
                      lambda info=info: archive.open(info))
 
 
-def _tar_members(path: Path) -> Iterator[Member]:
+def _tar_members(path: Path, max_position: int) -> Iterator[Member]:
     try:
-        archive = tarfile.open(path, mode="r:*")
-    except (tarfile.TarError, OSError) as error:
+        archive = tarfile.open(fileobj=_tar_stream(path, max_position), mode="r:")
+        while (info := archive.next()) is not None:
+            yield Member(info.name, info.size, info.isdir(), info.isreg(),
+                         lambda info=info: archive.extractfile(info))
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise ArchiveRefused("invalid_archive", "not a readable .zip or .tar archive") from error
-    for info in archive.getmembers():
-        yield Member(info.name, info.size, info.isdir(), info.isreg(),
-                     lambda info=info: archive.extractfile(info))
+
+
+def _tar_stream(path: Path, max_position: int) -> BinaryIO:
+    with path.open("rb") as probe:
+        compressed = probe.read(2) == b"\x1f\x8b"
+    return _Bounded(gzip.GzipFile(path), max_position) if compressed else path.open("rb")
+
+
+class _Bounded(io.RawIOBase):
+    """A decompressing stream that refuses to go past a position instead of decompressing up to it: tarfile
+    seeks over each member's declared size, and a bomb declares gigabytes of zeros."""
+
+    def __init__(self, stream: gzip.GzipFile, max_position: int):
+        super().__init__()
+        self._stream, self._max = stream, max_position
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._stream.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        target = offset if whence == io.SEEK_SET else self._stream.tell() + offset
+        if whence == io.SEEK_END or target > self._max:
+            raise ArchiveRefused("archive_too_large", f"extracts to more than {self._max} bytes, or more than "
+                                                      f"{MAX_RATIO} times its compressed size")
+        return self._stream.seek(target)
+
+    def read(self, size: int = -1) -> bytes:
+        room = self._max - self._stream.tell()
+        chunk = self._stream.read(room + 1 if size < 0 else min(size, room + 1))
+        if self._stream.tell() > self._max:
+            raise ArchiveRefused("archive_too_large", f"extracts to more than {self._max} bytes")
+        return chunk
 
 
 def _check_members(members: list[Member], max_total_bytes: int, max_members: int) -> None:
@@ -126,11 +187,16 @@ def _extract(member: Member, destination: Path, budget: int) -> int:
 def _copy_within(source: BinaryIO, sink: BinaryIO, budget: int, name: str) -> int:
     """Copy, counting real bytes: declared sizes in a crafted archive can lie."""
     copied = 0
-    while chunk := source.read(CHUNK_BYTES):
-        copied += len(chunk)
-        if copied > budget:
-            raise ArchiveRefused("archive_too_large", f"member {name!r} extracts past the size limit")
-        sink.write(chunk)
+    try:
+        while chunk := source.read(CHUNK_BYTES):
+            copied += len(chunk)
+            if copied > budget:
+                raise ArchiveRefused("archive_too_large", f"member {name!r} extracts past the size limit")
+            sink.write(chunk)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, NotImplementedError) as damaged:
+        # zipfile stops at the declared size and then finds the CRC wrong; tarfile finds a short member.
+        raise ArchiveRefused("invalid_archive", f"member {name!r} is damaged or not what its header declares "
+                                                f"({type(damaged).__name__})") from None
     return copied
 
 
