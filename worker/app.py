@@ -24,12 +24,20 @@ def make_worker_celery(settings: Settings) -> Celery:
     celery = make_celery(settings)
     celery.conf.include = ["worker.tasks"]
     celery.conf.worker_concurrency = 1  # one audit per worker: each may use all the GPU's memory
+    celery.conf.worker_proc_alive_timeout = 120  # a pool process imports torch before it says it is up
 
     @worker_ready.connect(weak=False)
     def _start_threads(**_kwargs) -> None:
         for thread in (Watchdog(build_context(settings), celery), WorkerBeacon(settings, celery)):
             thread.start()
             _threads.append(thread)
+
+    @worker_process_init.connect(weak=False)
+    def _preload_engine(**_kwargs) -> None:
+        # Each audit forks from this pool process: torch and the adapters load once here, outside any time limit.
+        from worker.runner import preload_engine
+
+        preload_engine()
 
     @worker_shutdown.connect(weak=False)
     def _stop_threads(**_kwargs) -> None:

@@ -84,7 +84,7 @@ def run_artifact(path: Path, network_format: str, *, options: AuditOptions, inpu
     alone. drop_user: run as GRADAUDIT_SANDBOX_USER when root (the worker; not a local command on one's files)."""
     if not Path(path).exists():
         return AuditError("artifact_missing", "the uploaded file is no longer in the artifact store")
-    _preload_engine()
+    preload_engine()
     reads = [Path(path), *([Path(inputs_path)] if inputs_path else [])]
     policy = policy_for(settings, work_dir, [*reads, data_dir], drop_user=drop_user)
 
@@ -104,11 +104,12 @@ def run_artifact(path: Path, network_format: str, *, options: AuditOptions, inpu
 
 
 @lru_cache(maxsize=1)
-def _preload_engine() -> None:
-    """Import every format adapter once in this process, so each audit's child starts warm (a fork)."""
+def preload_engine() -> None:
+    """Import the engine and every format adapter once in this process, so each audit's child starts warm (a
+    fork). The worker calls it as each pool process starts, before any time limit runs."""
     import importlib
 
-    for adapter in ("worker.engine.onnx", "worker.engine.torchscript", "worker.engine.pt2"):
+    for adapter in ("worker.engine.audit", "worker.engine.onnx", "worker.engine.torchscript", "worker.engine.pt2"):
         importlib.import_module(adapter)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from gradaudit.errors import AuditError
 from worker.sandbox.confine import confine, prepare_scratch
-from worker.sandbox.outcome import classify_death, error_payload
+from worker.sandbox.outcome import classify_death, error_payload, memory_exceeded
 from worker.sandbox.policy import SandboxPolicy
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def _child(work: Work, policy: SandboxPolicy, reads: tuple[Path, ...], writable:
         except Exception as refused:  # noqa: BLE001 -- whatever failed, the audit must not run unconfined
             answer = error_payload("internal_error", f"the audit's sandbox could not be set up: {refused}")
         else:
-            answer = {**_run(work, reads), "sandbox": applied}
+            answer = {**_run(work, reads, policy), "sandbox": applied}
         _write_all(writable, json.dumps(answer).encode())
         code = 0
     except BaseException:  # noqa: BLE001 -- the child must reach os._exit, never the pool's code
@@ -67,11 +67,11 @@ def _child(work: Work, policy: SandboxPolicy, reads: tuple[Path, ...], writable:
         os._exit(code)
 
 
-def _run(work: Work, reads: tuple[Path, ...]) -> dict[str, Any]:
+def _run(work: Work, reads: tuple[Path, ...], policy: SandboxPolicy) -> dict[str, Any]:
     try:
         return work(reads)
     except MemoryError:
-        return error_payload("resource_limit_exceeded", "the audit ran out of memory (GRADAUDIT_AUDIT_MEMORY_MB)")
+        return memory_exceeded(policy)
     except AuditError as refused:
         return error_payload(refused.code, refused.detail)
 

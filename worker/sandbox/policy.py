@@ -11,7 +11,7 @@ from pathlib import Path
 from gradaudit.settings import Settings
 
 # Files outside the libraries that the dynamic loader and Python read; /etc as a whole would expose /etc/shadow.
-_SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
+_SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/proc/cpuinfo", "/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
 _SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/sys/devices/system/cpu")
 
 

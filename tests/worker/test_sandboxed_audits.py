@@ -1,0 +1,145 @@
+"""Audits through the worker's runner, each in its sandboxed child: hostile networks fail with a final code at
+the first attempt, never leak what they tried to read, and the worker takes the next audit."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from gradaudit.options import AuditOptions
+from models import audits as audit_rows
+from models.audits import Claim
+from worker.context import build_context
+from worker.engine.audit import audit_network
+from worker.runner import execute_audit
+from worker.sandbox.child import run_in_child
+from worker.sandbox.policy import policy_for
+
+SECRET = b"gradaudit-test-secret-77ab03"
+
+
+class Leaky(nn.Module):
+    """Reads a file from inside forward and adds its bytes to the output, as a hostile upload would."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path, self.size = path, len(SECRET)
+        self.out = nn.Linear(4, 3)
+
+    def forward(self, x):
+        leaked = torch.from_file(self.path, size=self.size, dtype=torch.uint8).float()
+        return self.out(x) + leaked[:3]
+
+
+class TwoLayers(nn.Module):
+    """Linear, ReLU, Linear; input x of width 4."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out = nn.Linear(4, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.hidden(x)))
+
+
+@pytest.fixture
+def context(make_settings, database_url):
+    """A worker context with short limits, on a migrated database of each kind."""
+    settings = make_settings(database_url=database_url, soft_time_limit_s=3, hard_time_limit_s=6,
+                             audit_memory_mb=512)
+    return build_context(settings)
+
+
+@pytest.fixture
+def secret(tmp_path: Path) -> Path:
+    """A world-readable file outside the sandbox."""
+    path = tmp_path / "secret.bin"
+    path.write_bytes(SECRET)
+    path.chmod(0o644)
+    return path
+
+
+def _queued(context, network: nn.Module) -> str:
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(network), buffer)
+    buffer.seek(0)
+    artifact = context.store.save(buffer, max_bytes=10**7)
+    with context.sessions() as db_session:
+        return audit_rows.create_audit(
+            db_session=db_session, artifact_sha256=artifact.sha256, artifact_format="torchscript",
+            artifact_size=artifact.size, options=AuditOptions(input_shapes={"x": [2, 4]}).model_dump()).id
+
+
+def _row(context, audit_id: str):
+    with context.sessions() as db_session:
+        audit = audit_rows.get_audit(db_session=db_session, audit_id=audit_id)
+        layers = [layer.as_dict() for layer in audit_rows.list_layers(db_session=db_session, audit_id=audit_id)]
+        return audit, layers
+
+
+def test_a_network_that_reads_a_file_gets_nothing_back(context, secret):
+    audit_id = _queued(context, Leaky(str(secret)))
+
+    execute_audit(audit_id, context=context, run_engine=audit_network)
+
+    audit, layers = _row(context, audit_id)
+    assert audit.status == "failed" and layers == []
+    # Refused by the operator screen where it is in place, else by the sandbox when forward runs.
+    assert audit.error_code in ("unsafe_operator", "forward_failed")
+    stored = repr([audit.error_code, audit.error_detail, audit.setup, audit.findings])
+    assert SECRET.decode() not in stored and repr(list(SECRET[:3])) not in stored
+
+
+def test_torch_in_the_child_cannot_read_a_planted_file(context, secret, tmp_path):
+    policy = policy_for(context.settings, tmp_path / "scratch", [], drop_user=True)
+
+    def work(_reads):
+        try:
+            return {"read": torch.from_file(str(secret), size=len(SECRET), dtype=torch.uint8).tolist()}
+        except RuntimeError as refused:
+            return {"refused": "Permission denied" in str(refused)}
+
+    answer = run_in_child(work, policy)
+
+    assert answer.get("refused") is True and "read" not in answer
+
+
+def test_a_time_bomb_fails_at_the_first_attempt_and_the_worker_takes_the_next_audit(context):
+    bomb, healthy = _queued(context, TwoLayers()), _queued(context, TwoLayers())
+
+    def loop_forever(*_args, **_kwargs):
+        while True:
+            pass
+
+    started = time.monotonic()
+    execute_audit(bomb, context=context, run_engine=loop_forever)
+    took = time.monotonic() - started
+
+    audit, _ = _row(context, bomb)
+    assert (audit.status, audit.error_code, audit.attempts) == ("failed", "time_limit_exceeded", 1)
+    assert took < 10
+    # Redelivered (as Celery would after a lost worker), it is not run again.
+    assert execute_audit(bomb, context=context, run_engine=audit_network) is Claim.FINISHED
+    execute_audit(healthy, context=context, run_engine=audit_network)
+    audit, _ = _row(context, healthy)
+    assert audit.status == "succeeded"
+    assert (audit.setup["time_limit_s"], audit.setup["memory_limit_mb"]) == (3, 512)
+    assert "child process" in audit.setup["sandbox"]
+
+
+def test_a_memory_bomb_is_resource_limit_exceeded(context):
+    audit_id = _queued(context, TwoLayers())
+
+    def allocate_past_the_limit(*_args, **_kwargs):
+        return torch.ones(1 << 30)  # 4 GB of float32, past the 512 MB limit
+
+    execute_audit(audit_id, context=context, run_engine=allocate_past_the_limit)
+
+    audit, _ = _row(context, audit_id)
+    assert (audit.status, audit.error_code, audit.attempts) == ("failed", "resource_limit_exceeded", 1)
+    assert "512 MB" in audit.error_detail or "GRADAUDIT_AUDIT_MEMORY_MB" in audit.error_detail
