@@ -88,6 +88,22 @@ def test_a_killed_pool_process_loses_nothing(served, networks, tmp_path):
     assert served.child("worker").pid == worker.pid  # the worker replaced its pool process itself
 
 
+def test_a_killed_audit_child_is_a_final_coded_failure_and_the_queue_moves_on(served, networks, tmp_path):
+    ids = _running_with_queue(served, networks)
+    pool = psutil.Process(_owner_pid(tmp_path / "data", ids[0]))
+    child = served.wait_until(lambda: next(iter(pool.children()), None), "the audit's sandboxed child")
+
+    child.send_signal(signal.SIGKILL)
+
+    # Killed from outside, the child looks like the kernel's OOM killer got it: the audit's own failure,
+    # final at once (retrying would only kill the next one), never a stuck audit or a dead worker.
+    slow = served.wait_status(ids[0], FINISHED)
+    assert slow["status"] == "failed" and slow["attempts"] == 1
+    assert slow["error"]["code"] in ("audit_crashed", "resource_limit_exceeded"), slow
+    _all_succeed(served, ids[1:])
+    assert served.health()["worker"] is True
+
+
 def test_a_killed_redis_is_restarted_with_its_queue(served, networks):
     ids = _running_with_queue(served, networks)
     redis = served.child("redis-server")
@@ -133,3 +149,25 @@ def test_a_killed_serve_loses_nothing_once_started_again(networks, tmp_path):
         _all_succeed(second, ids)
     finally:
         second.stop()
+
+
+def test_an_audit_the_api_died_before_sending_is_sent_by_a_worker(stack, tmp_path):
+    """What an API killed between its commit and its send leaves behind: a queued row, no message."""
+    from gradaudit.artifacts import ArtifactStore
+    from models import audits as audit_rows
+    from models.database import make_engine, make_session_factory
+
+    tiny = save_torchscript(mlp(depth=1, activation=nn.ReLU), tmp_path / "unsent.pt")
+    with tiny.open("rb") as network_file:
+        artifact = ArtifactStore(stack.settings.artifacts_path).save(network_file, max_bytes=10**8)
+    sessions = make_session_factory(make_engine(stack.settings.sqlalchemy_url))
+    with sessions() as db_session:
+        audit_id = audit_rows.create_audit(
+            db_session=db_session, artifact_sha256=artifact.sha256, artifact_format="torchscript",
+            artifact_size=artifact.size, filename="unsent.pt", options={"input_shapes": {"x": [2, 32]}}).id
+    stack.start_worker()
+
+    audit = stack.wait_for(audit_id, FINISHED, timeout_s=60)
+
+    assert audit["status"] == "succeeded", (audit, stack.logs())
+    assert "is not in the broker; sending it" in stack.logs() or "never queued; sending it" in stack.logs()
