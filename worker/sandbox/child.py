@@ -8,6 +8,8 @@ import logging
 import os
 import select
 import signal
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -30,11 +32,13 @@ def run_in_child(work: Work, policy: SandboxPolicy) -> dict[str, Any]:
     The answer carries "sandbox": what confinement the child applied."""
     reads = prepare_scratch(policy)
     parent = os.getpid()
+    native_threads = _native_threads()
     readable, writable = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child never returns from here
         os.close(readable)
-        _child(work, policy, reads, writable, parent)
+        single = _single_threaded_if(native_threads)
+        _child(work, policy, reads, writable, parent, single)
     os.close(writable)
     try:
         data, overran = _read_answer(readable, time.monotonic() + policy.time_limit_s)
@@ -50,11 +54,12 @@ def run_in_child(work: Work, policy: SandboxPolicy) -> dict[str, Any]:
     return classify_death(status, usage, data, overran=overran, policy=policy)
 
 
-def _child(work: Work, policy: SandboxPolicy, reads: tuple[Path, ...], writable: int, parent: int) -> None:
+def _child(work: Work, policy: SandboxPolicy, reads: tuple[Path, ...], writable: int, parent: int,
+           single_threaded: bool) -> None:
     code = 1
     try:
         try:
-            applied = confine(policy, writable, parent)
+            applied = confine(policy, writable, parent) + (["one thread"] if single_threaded else [])
         except Exception as refused:  # noqa: BLE001 -- whatever failed, the audit must not run unconfined
             answer = error_payload("internal_error", f"the audit's sandbox could not be set up: {refused}")
         else:
@@ -74,6 +79,22 @@ def _run(work: Work, reads: tuple[Path, ...], policy: SandboxPolicy) -> dict[str
         return memory_exceeded(policy)
     except AuditError as refused:
         return error_payload(refused.code, refused.detail)
+
+
+def _native_threads() -> int:
+    """Threads Python did not start: an OpenMP pool (or another native pool) the parent has used."""
+    return len(os.listdir("/proc/self/task")) - threading.active_count()
+
+
+def _single_threaded_if(native_threads: int) -> bool:
+    # GNU OpenMP cannot run a parallel region in a child forked after the parent ran one (its team waits
+    # forever for threads the fork did not copy). The worker's pool process computes nothing, so this only
+    # applies where a process also audits in-process (tests, benchmarks): those children run single-threaded.
+    torch = sys.modules.get("torch")
+    if native_threads > 0 and torch is not None:
+        torch.set_num_threads(1)
+        return True
+    return False
 
 
 def _write_all(fd: int, data: bytes) -> None:
