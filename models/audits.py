@@ -93,7 +93,8 @@ def claim_audit(
     if audit.status == RUNNING and not _is_abandoned(audit, now - stale_after, owner_is_dead):
         return Claim.BUSY
     if audit.attempts >= max_attempts:
-        detail = f"the worker process died {audit.attempts} times running this audit (out of memory?)"
+        detail = (f"the worker process running this audit vanished {audit.attempts} times (killed, or its machine "
+                  "lost); an audit that itself runs out of time or memory fails with its own code instead")
         return Claim.EXHAUSTED if _fail_abandoned(db_session, audit, detail) else Claim.BUSY
     return Claim.CLAIMED if _take(db_session, audit, worker_id, now) else Claim.BUSY
 
