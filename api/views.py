@@ -27,13 +27,14 @@ def audit_json(audit: Audit, *, with_options: bool = True) -> dict[str, Any]:
         "attempts": audit.attempts,
         "artifact": {"format": audit.artifact_format, "sha256": audit.artifact_sha256,
                      "size": audit.artifact_size, "filename": audit.filename},
+        "options": audit.options,
         "verdict": audit.verdict,
         "links": {"self": url_for("audits.get_audit", audit_id=audit.id),
                   "report": url_for("audits.get_report", audit_id=audit.id),
                   "layers": url_for("audits.get_layers", audit_id=audit.id)},
     }
-    if with_options:
-        body["options"] = audit.options
+    if not with_options:
+        del body["options"]
     if audit.error_code:
         body["error"] = {"code": audit.error_code, "detail": audit.error_detail}
     return body
