@@ -25,10 +25,15 @@ PR_SET_PDEATHSIG = 1
 SUPERVISE_EVERY_S = 0.25
 
 
+# Resolved here, not in the forked child: serve forks while its API thread runs, and a dlopen in the child
+# could wait forever on a loader lock that thread held at the fork.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
 def _die_with_parent() -> None:
     """Runs in each child before exec: if `serve` is killed outright, its children go too (Linux)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def redis_url(data_dir: Path) -> str:

@@ -17,6 +17,8 @@ from worker.watchdog import Watchdog
 
 _threads: list[Watchdog | WorkerBeacon] = []
 PR_SET_PDEATHSIG = 1
+# Resolved once in the main process; a pool process only calls it.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
 def make_worker_celery(settings: Settings) -> Celery:
@@ -51,8 +53,8 @@ def make_worker_celery(settings: Settings) -> Celery:
 def _die_with_main_process(**_kwargs) -> None:
     """A pool process ends with the worker's main process: an orphan would run audits no supervisor counts and
     hold their heartbeat after the worker that acks them is gone (Linux; elsewhere the watchdog still copes)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def run_worker(settings: Settings, extra_args: list[str]) -> None:
