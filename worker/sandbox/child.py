@@ -8,7 +8,6 @@ import logging
 import os
 import select
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -30,36 +29,56 @@ _CHUNK = 1 << 20
 def run_in_child(work: Work, policy: SandboxPolicy) -> dict[str, Any]:
     """Run work in a confined child; return its answer, or {"error": {code, detail}} if it died or overran.
     The answer carries "sandbox": what confinement the child applied."""
-    reads = prepare_scratch(policy)
-    parent = os.getpid()
-    native_threads = _native_threads()
-    readable, writable = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child never returns from here
-        os.close(readable)
-        single = _single_threaded_if(native_threads)
-        _child(work, policy, reads, writable, parent, single)
-    os.close(writable)
+    launch = _Launch(work, policy, prepare_scratch(policy))
+    launch.start()
     try:
-        data, overran = _read_answer(readable, time.monotonic() + policy.time_limit_s)
+        launch.join()
     except BaseException:
         # Celery's soft time limit (or a shutdown) interrupts the wait: the child goes with it.
-        _kill(pid)
+        launch.cancel()
+        launch.join()
         raise
-    finally:
-        os.close(readable)
-    if overran:
-        _kill(pid)
-    _, status, usage = os.wait4(pid, 0)
-    return classify_death(status, usage, data, overran=overran, policy=policy)
+    return launch.answer
 
 
-def _child(work: Work, policy: SandboxPolicy, reads: tuple[Path, ...], writable: int, parent: int,
-           single_threaded: bool) -> None:
+class _Launch(threading.Thread):
+    """Forks from a thread of its own: GNU OpenMP keeps its thread pool per thread, and a child forked from a
+    thread that ran a parallel region would wait forever for pool threads the fork did not copy. The thread
+    lives until the child is reaped, as the child's parent-death signal follows the thread that forked it."""
+
+    def __init__(self, work: Work, policy: SandboxPolicy, reads: tuple[Path, ...]):
+        super().__init__(name="gradaudit-sandbox", daemon=True)
+        self._work, self._policy, self._reads = work, policy, reads
+        self._cancelled = threading.Event()
+        self.answer: dict[str, Any] = error_payload("audit_crashed", "the audit's process never reported")
+
+    def cancel(self) -> None:
+        """Kill the child (now, or as soon as it exists)."""
+        self._cancelled.set()
+
+    def run(self) -> None:
+        parent = os.getpid()
+        readable, writable = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child never returns from here
+            os.close(readable)
+            _child(self._work, self._policy, self._reads, writable, parent)
+        os.close(writable)
+        try:
+            data, overran = _read_answer(readable, time.monotonic() + self._policy.time_limit_s, self._cancelled)
+        finally:
+            os.close(readable)
+        if overran or self._cancelled.is_set():
+            _kill(pid)
+        _, status, usage = os.wait4(pid, 0)
+        self.answer = classify_death(status, usage, data, overran=overran, policy=self._policy)
+
+
+def _child(work: Work, policy: SandboxPolicy, reads: tuple[Path, ...], writable: int, parent: int) -> None:
     code = 1
     try:
         try:
-            applied = confine(policy, writable, parent) + (["one thread"] if single_threaded else [])
+            applied = confine(policy, writable, parent)
         except Exception as refused:  # noqa: BLE001 -- whatever failed, the audit must not run unconfined
             answer = error_payload("internal_error", f"the audit's sandbox could not be set up: {refused}")
         else:
@@ -81,42 +100,27 @@ def _run(work: Work, reads: tuple[Path, ...], policy: SandboxPolicy) -> dict[str
         return error_payload(refused.code, refused.detail)
 
 
-def _native_threads() -> int:
-    """Threads Python did not start: an OpenMP pool (or another native pool) the parent has used."""
-    return len(os.listdir("/proc/self/task")) - threading.active_count()
-
-
-def _single_threaded_if(native_threads: int) -> bool:
-    # GNU OpenMP cannot run a parallel region in a child forked after the parent ran one (its team waits
-    # forever for threads the fork did not copy). The worker's pool process computes nothing, so this only
-    # applies where a process also audits in-process (tests, benchmarks): those children run single-threaded.
-    torch = sys.modules.get("torch")
-    if native_threads > 0 and torch is not None:
-        torch.set_num_threads(1)
-        return True
-    return False
-
-
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
 
 
-def _read_answer(fd: int, deadline: float) -> tuple[bytes, bool]:
+def _read_answer(fd: int, deadline: float, cancelled: threading.Event) -> tuple[bytes, bool]:
     """Everything the child writes until it closes the pipe; (data, True) if the deadline came first."""
     chunks = []
-    while True:
+    while not cancelled.is_set():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return b"", True
-        ready, _, _ = select.select([fd], [], [], min(remaining, 1.0))
+        ready, _, _ = select.select([fd], [], [], min(remaining, 0.25))
         if not ready:
             continue
         chunk = os.read(fd, _CHUNK)
         if not chunk:
             return b"".join(chunks), False
         chunks.append(chunk)
+    return b"", False
 
 
 def _kill(pid: int) -> None:
