@@ -96,7 +96,9 @@ def serve_times(tree: Path, network: Path, repeats: int) -> list[float]:
     try:
         _wait_healthy(base)
         post_and_report(base, network)  # warm the worker's pool process
-        return [post_and_report(base, network) for _ in range(repeats)]
+        times = [post_and_report(base, network) for _ in range(repeats)]
+        print(f"  {tree}: setup.sandbox of the last audit: {_last_sandbox(base)}")
+        return times
     finally:
         server.terminate()
         server.wait(60)
@@ -116,6 +118,13 @@ def post_and_report(base: str, network: Path) -> float:
             assert audit["status"] == "succeeded", audit
             return time.perf_counter() - started
         time.sleep(0.01)
+
+
+def _last_sandbox(base: str) -> list[str] | None:
+    """The confinement the newest audit's child reported (None for a tree from before the sandbox)."""
+    newest = json.load(urllib.request.urlopen(f"{base}/v1/audits?limit=1"))["items"][0]
+    report = json.load(urllib.request.urlopen(f"{base}/v1/audits/{newest['id']}/report"))
+    return report["setup"].get("sandbox")
 
 
 def _multipart(boundary: str, network: Path) -> bytes:
