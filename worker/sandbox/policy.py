@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import sysconfig
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,10 +40,12 @@ class SandboxPolicy:
 
 def policy_for(settings: Settings, scratch: Path, reads: list[Path | None], *, drop_user: bool) -> SandboxPolicy:
     """The policy for an audit under these settings."""
+    user = settings.sandbox_user if drop_user and os.geteuid() == 0 else None
     return SandboxPolicy(
-        time_limit_s=settings.soft_time_limit_s, memory_bytes=settings.audit_memory_bytes, scratch=Path(scratch),
+        time_limit_s=settings.soft_time_limit_s, memory_bytes=settings.audit_memory_bytes,
+        scratch=_reachable_scratch(Path(scratch)) if user else Path(scratch),
         reads=tuple(Path(path) for path in reads if path is not None),
-        user=settings.sandbox_user if drop_user else None,
+        user=user,
         max_file_bytes=settings.max_extracted_bytes + settings.max_upload_bytes,
         limit_address_space=not _may_use_cuda(settings.device),
     )
@@ -59,6 +63,19 @@ def library_paths() -> tuple[Path, ...]:
     paths.update(Path(package.__file__).parent for package in (gradaudit, worker))
     paths.update(Path(path) for path in (*_SYSTEM_DIRS, *_SYSTEM_FILES))
     return tuple(sorted(path for path in paths if path.exists()))
+
+
+def _reachable_scratch(scratch: Path) -> Path:
+    """The scratch folder, or one in the system's temporary folder where the sandbox user could not cross a
+    folder above it (a data dir under a private home): the engine resolves paths to absolute ones."""
+    existing = scratch.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if all(folder.stat().st_mode & stat.S_IXOTH for folder in (existing, *existing.parents)):
+        return scratch
+    base = Path(tempfile.gettempdir()) / "gradaudit-sandbox"
+    base.mkdir(mode=0o711, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{scratch.name}-", dir=base))
 
 
 def _may_use_cuda(device: str) -> bool:
