@@ -1,5 +1,6 @@
 """Exported-program layers and taps: the outputs of module calls observed by nodes inserted into the graph while
-the probe runs, grouped by module path as TorchScript's are; the parameter-owning modules for the rest."""
+the probe runs, grouped by module path as TorchScript's are; a weight layer never called but whose weight one op
+reads, at that op (functional.py); the parameter-owning modules for the rest."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from worker.engine.network import Layer, LoadedNetwork
 from worker.engine.output_stats import Recorder
 from worker.engine.pt2.calls import MODULES_META, CallOutput, call_outputs
+from worker.engine.pt2.functional import functional_kind, functional_outputs
 from worker.engine.pt2.vocabulary import LAYOUT_MODULES
 from worker.engine.taps import Taps
 
@@ -18,8 +20,11 @@ def layer_taps(network: LoadedNetwork) -> Taps:
     outputs = call_outputs(network.module.graph)
     layers, nodes = [], []
     owned = {layer.name: layer.parameter_names for layer in network.layers}
+    functional = functional_outputs(network.module.graph, set(owned) - set(outputs))
+    outputs.update(functional)
     for path, kind in network.module.meta[MODULES_META]:
         name = path or kind
+        kind = functional_kind(functional[path], kind) if path in functional else kind
         if name in owned or _parameter_free_call(path, kind, outputs):
             layers.append(Layer(name, kind, len(layers), owned.get(name, [])))
             nodes.append(outputs[path].node.name if path in outputs else None)

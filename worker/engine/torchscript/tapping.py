@@ -8,7 +8,8 @@ A node belongs to the module whose call it came from (its module hierarchy after
 for nodes of `self.layers[0](x)`). A module call's output is the tensor that leaves its nodes: the first
 tensor output of the last top-level node of that call that is used outside it. Only top-level nodes are
 tapped, so a call made inside an `if` or a loop of scripted code has no tap. A module called several times has
-one output per call, `path` for the first and `path#k` for the k-th (calls.py).
+one output per call, `path` for the first and `path#k` for the k-th (calls.py). A weight layer never called as
+a module whose weight one op reads (Swin's qkv, through F.linear) has that op's output (functional.py).
 
 A tap is a call to the op gradaudit::observe inserted right after the node producing the tensor. Its Python
 kernel hands the tensor to the observer of the running forward at that moment, before any later in-place op
@@ -28,6 +29,7 @@ import torch
 from gradaudit.errors import one_line
 from worker.engine.taps import base_path, call_name
 from worker.engine.torchscript.calls import call_numbers, enclosing, top_level
+from worker.engine.torchscript.functional import functional_outputs
 
 _SEGMENT = re.compile(r"([^.()]*)\(([^()]*)\)")
 
@@ -54,6 +56,7 @@ class Tapping:
             self._graph = module.inlined_graph  # a fresh copy each time: editing it leaves the module alone
             edit(self._graph)
             self.outputs = _by_module_name(_module_outputs(self._graph, module), module)
+            self.outputs.update(_functional_outputs(self._graph, module, self.outputs))
         except Exception as exc:
             raise TapsUnavailable(f"the graph could not be analysed ({one_line(exc, 200)})") from None
         self._module = module
@@ -110,6 +113,13 @@ def _module_outputs(graph: torch._C.Graph, module) -> dict[str, ModuleOutput]:
             if value is not None:
                 outputs[call_name(scope, call)] = ModuleOutput(value, path, position)
     return outputs
+
+
+def _functional_outputs(graph: torch._C.Graph, module, outputs: dict[str, ModuleOutput]) -> dict[str, ModuleOutput]:
+    """Weight layers never called as modules, tapped at the one op reading their weight (functional.py)."""
+    owners = {name.rpartition(".")[0] for name, _ in module.named_parameters()}
+    found = functional_outputs(graph, owners - set(outputs))
+    return {path: ModuleOutput(value, path, position) for path, (value, position) in found.items()}
 
 
 def _call_of(node: torch._C.Node, scope: str, calls: dict) -> int:
