@@ -11,12 +11,14 @@ import pytest
 import torch
 from torch import nn
 
+from gradaudit.errors import AuditError
 from gradaudit.options import AuditOptions
 from models import audits as audit_rows
 from models.audits import Claim
+from tests.support.stack import mlp, save_onnx
 from worker.context import build_context
 from worker.engine.audit import audit_network
-from worker.runner import execute_audit
+from worker.runner import execute_audit, run_artifact
 from worker.sandbox.child import run_in_child
 from worker.sandbox.policy import policy_for
 
@@ -143,3 +145,20 @@ def test_a_memory_bomb_is_resource_limit_exceeded(context):
     audit, _ = _row(context, audit_id)
     assert (audit.status, audit.error_code, audit.attempts) == ("failed", "resource_limit_exceeded", 1)
     assert "512 MB" in audit.error_detail or "GRADAUDIT_AUDIT_MEMORY_MB" in audit.error_detail
+
+
+@pytest.mark.parametrize("network_format", ["onnx", "pt2"])
+def test_every_format_audits_in_the_sandbox(context, tmp_path, network_format):
+    network = mlp(depth=2, activation=nn.ReLU)
+    if network_format == "onnx":
+        path = save_onnx(network, tmp_path / "network.onnx")
+    else:
+        path = tmp_path / "network.pt2"
+        torch.export.save(torch.export.export(network, (torch.randn(2, 32),)), path)
+
+    outcome = run_artifact(path, network_format, options=AuditOptions(), inputs_path=None,
+                           settings=context.settings, work_dir=tmp_path / "work", run_engine=audit_network)
+
+    assert not isinstance(outcome, AuditError), outcome
+    assert outcome.layers and "child process" in outcome.setup["sandbox"]
+    assert not (tmp_path / "work").exists()
