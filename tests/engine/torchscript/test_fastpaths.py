@@ -191,6 +191,36 @@ def test_a_traced_multihead_attention_returns_its_weights_too(tmp_path):
     assert_faithful(SelfAttention(), (torch.randn(B, T, D), padding_mask()), tmp_path / "mha.pt")
 
 
+class OwnEncoderLayer(nn.Module):
+    """Code calling the fused layer with parameters of its own: rewritten as ops, not as submodule calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.tensors = nn.ParameterList(weights((3 * 16, 16), (3 * 16,), (16, 16), (16,), (16,), (16,), (16,), (16,),
+                                                (32, 16), (32,), (16, 32), (16,)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.tensors
+        return torch._transformer_encoder_layer_fwd(x, 16, 4, t[0], t[1], t[2], t[3], True, False, 1e-5, t[4], t[5],
+                                                    t[6], t[7], t[8], t[9], t[10], t[11], None, None)
+
+
+def test_a_fused_layer_on_parameters_of_its_own_is_rewritten_as_ops(tmp_path):
+    x, path = torch.randn(B, T, D), tmp_path / "own.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.script(OwnEncoderLayer())
+    scripted.save(str(path))
+    with torch.no_grad():
+        expected = scripted(x)
+    loaded = load_torchscript(path).module
+    assert "aten::_transformer_encoder_layer_fwd" not in kinds(loaded)
+    output = loaded(x)
+    torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-5)
+    output.sum().backward()
+    assert all(p.grad is not None for p in loaded.parameters())
+
+
 def test_scripted_code_keeps_its_guarded_fast_path():
     # Scripted nn modules take the fast path only when, while running, no gradient is wanted: never in the probe.
     with warnings.catch_warnings():
@@ -208,22 +238,38 @@ def small_vit() -> nn.Module:
                                                 hidden_dim=32, mlp_dim=64, num_classes=10)
 
 
-def test_a_vit_traced_under_no_grad_audits_as_with_the_fast_path_disabled(tmp_path):
-    net, x = small_vit(), torch.randn(1, 3, 32, 32)
-    options = AuditOptions(input_shapes={"x": [4, 3, 32, 32]})
+class EncoderClassifier(nn.Module):
+    """Two TransformerEncoderLayers (post-norm, GELU) and a head on the mean token."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder, self.head = encoder(activation="gelu"), nn.Linear(D, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x).mean(1))
+
+
+@pytest.mark.parametrize("build,shape,fused", [
+    (small_vit, [4, 3, 32, 32], "aten::_native_multi_head_attention"),
+    (EncoderClassifier, [4, T, D], "aten::_transformer_encoder_layer_fwd"),
+])
+def test_a_network_traced_under_no_grad_audits_as_with_the_fast_path_disabled(tmp_path, build, shape, fused):
+    net, x = build(), torch.randn(1, *shape[1:])
+    options = AuditOptions(input_shapes={"x": shape})
     results = {}
     for fast_path in (True, False):
-        path = tmp_path / f"vit_{fast_path}.pt"
+        path = tmp_path / f"network_{fast_path}.pt"
         traced = trace(net, (x,), path, fast_path)
-        assert ("aten::_native_multi_head_attention" in kinds(traced)) is fast_path
+        assert (fused in kinds(traced)) is fast_path
         results[fast_path] = audit_network(path, options=options, device="cpu")
-    fused, plain = results[True], results[False]
-    assert sorted(f["code"] for f in fused.findings) == sorted(f["code"] for f in plain.findings)
-    assert fused.verdict == plain.verdict and fused.network == plain.network
-    assert [layer.name for layer in fused.layers] == [layer.name for layer in plain.layers]
-    assert [bool(layer.batch_rows) for layer in fused.layers] == [bool(layer.batch_rows) for layer in plain.layers]
-    for rewritten, ordinary in zip(fused.layers, plain.layers):
-        assert rewritten.grad_norm == pytest.approx(ordinary.grad_norm, rel=1e-4, abs=1e-9), rewritten.name
+    rewritten, plain = results[True], results[False]
+    assert sorted(f["code"] for f in rewritten.findings) == sorted(f["code"] for f in plain.findings)
+    assert rewritten.verdict == plain.verdict and rewritten.network == plain.network
+    # The same rows, observed alike: an encoder layer's submodules keep their own taps.
+    assert [layer.name for layer in rewritten.layers] == [layer.name for layer in plain.layers]
+    assert [bool(layer.batch_rows) for layer in rewritten.layers] == [bool(layer.batch_rows) for layer in plain.layers]
+    for ours, theirs in zip(rewritten.layers, plain.layers):
+        assert ours.grad_norm == pytest.approx(theirs.grad_norm, rel=1e-4, abs=1e-9), ours.name
 
 
 # What cannot be rewritten.

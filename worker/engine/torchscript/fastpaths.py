@@ -15,11 +15,12 @@ probe runs with gradients, so it never takes that branch, and nodes inside block
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 
 from gradaudit.errors import AuditError
-from worker.engine.torchscript import fused_ops
+from worker.engine.torchscript import fused_ops, layer_calls
 
 ATTENTION = "aten::_native_multi_head_attention"
 ENCODER_LAYER = "aten::_transformer_encoder_layer_fwd"
@@ -36,14 +37,27 @@ _EXPORT_HINT = ("call torch.backends.mha.set_fastpath_enabled(False) before trac
 
 
 def unfuse_fast_paths(module: torch.jit.ScriptModule) -> list[str]:
-    """Rewrite the fused fast-path nodes of the module's forward in place; the kinds rewritten (none: untouched)."""
-    found = sorted({node.kind() for node in module.inlined_graph.nodes()} & _FUSED)
+    """Rewrite the fused fast-path nodes the module's forward runs, in place; the kinds rewritten (none: untouched).
+
+    It must run before anything inlines the module's graphs: torch keeps each method's body as first inlined,
+    and an edit made after that would not be what runs."""
+    found = _top_level_kinds(module) & _FUSED
     if not found:
         return []
-    graph = module._c._get_method("forward").graph
-    torch._C._jit_pass_inline(graph)  # the nested-tensor path runs across module calls: rewrite one graph
-    _Rewrite(graph).run()
-    return found
+    if TO_NESTED not in found:  # the padding path's layers need the mask, known only on the inlined graph
+        for _, layer in module.named_modules():
+            layer_calls.rewrite_layer(layer)
+    if _top_level_kinds(module) & _FUSED:
+        graph = module._c._get_method("forward").graph
+        torch._C._jit_pass_inline(graph)  # the nested-tensor path runs across module calls: rewrite one graph
+        _Rewrite(graph).run()
+    return sorted(found)
+
+
+def _top_level_kinds(module: torch.jit.ScriptModule) -> set[str]:
+    """The node kinds on the top level of every module's own forward (a traced network's ops all are)."""
+    return {node.kind() for _, submodule in module.named_modules() if submodule._c._has_method("forward")
+            for node in submodule._c._get_method("forward").graph.nodes()}
 
 
 def _refuse(kind: str, why: str) -> AuditError:
@@ -79,7 +93,7 @@ class _Rewrite:
             self._fused(node)
         elif kind == TO_PADDED and self._nested(node.inputsAt(0)):
             inputs = [node.inputsAt(0), self._kept(node.inputsAt(0)), node.inputsAt(1)]
-            self._replace(node, _function("padded"), inputs)
+            self._replace(node, _graph_of("padded", inputs))
 
     def _fused(self, node: torch._C.Node) -> None:
         kind, inputs = node.kind(), list(node.inputs())
@@ -90,18 +104,23 @@ class _Rewrite:
             if not _is_none(inputs[mask]) or any(self._nested(value) for value in inputs[1:3]):
                 raise _refuse(kind, "has a nested input beside a mask or another input")
             with self.graph.insert_point_guard(node):
-                inputs[mask] = self.graph.insertGraph(_inlined(_function("key_padding").graph), [keep])[0]
+                inputs[mask] = _graph_of("key_padding", [keep])(self.graph)[0]
                 inputs[mask_type] = self.graph.insertConstant(1)
-        name = "multi_head_attention" if kind == ATTENTION else "transformer_encoder_layer"
-        outputs = self._replace(node, _function(name), inputs)
+        outputs = self._replace(node, self._insertion(node, inputs))
         if keep is not None:
             self._track(outputs[0], keep)
 
-    def _replace(self, node: torch._C.Node, function, inputs: list[torch._C.Value]) -> list[torch._C.Value]:
-        """Insert the function's graph before node, give its nodes node's module call, and drop node."""
+    def _insertion(self, node: torch._C.Node, inputs: list[torch._C.Value]) -> Callable[[torch._C.Graph], list]:
+        """What replaces a fused node on the inlined graph: the graph of its composition."""
+        if node.kind() == ATTENTION:
+            return _graph_of("multi_head_attention", inputs)
+        return _graph_of("transformer_encoder_layer", inputs)
+
+    def _replace(self, node: torch._C.Node, insert: Callable[[torch._C.Graph], list]) -> list[torch._C.Value]:
+        """Insert the replacement before node, give its nodes node's module call, and drop node."""
         with self.graph.insert_point_guard(node):
             first = self.graph.insertConstant(0).node()  # a marker: everything after it up to node is new
-            outputs = self.graph.insertGraph(_inlined(function.graph), inputs)
+            outputs = insert(self.graph)
         for new in _between(first, node):
             new.copyMetadata(node)  # its scope and inlined call stack: the module call the fused node belonged to
         for old, new in zip(node.outputs(), outputs):
@@ -147,6 +166,10 @@ def _between(first: torch._C.Node, last: torch._C.Node) -> list[torch._C.Node]:
 
 def _with_blocks(node: torch._C.Node) -> list[torch._C.Node]:
     return [node] + [inner for block in node.blocks() for child in block.nodes() for inner in _with_blocks(child)]
+
+
+def _graph_of(name: str, inputs: list[torch._C.Value]) -> Callable[[torch._C.Graph], list]:
+    return lambda graph: graph.insertGraph(_inlined(_function(name).graph), inputs)
 
 
 @functools.cache

@@ -35,7 +35,7 @@ def masked_softmax(scores: Tensor, mask: Tensor | None, mask_type: int | None) -
     # A row masked whole is left unmasked for the softmax and zeroed after it: zero weights as the kernel gives,
     # and no NaN on the way, in the forward or the backward.
     whole = masked.all(-1, keepdim=True)
-    weights = torch.softmax(scores.masked_fill(masked.logical_and(whole.logical_not()), -math.inf), -1)
+    weights = torch.softmax(scores.masked_fill(masked.masked_fill(whole, False), -math.inf), -1)
     return weights.masked_fill(masked, 0.0)
 
 
@@ -56,7 +56,7 @@ def multi_head_attention(query: Tensor, key: Tensor, value: Tensor, embed_dim: i
     context = torch.matmul(attention, v).transpose(1, 2).reshape(batch, target, embed_dim)
     output = F.linear(context, proj_weight, proj_bias)
     if not need_weights:
-        return output, output.new_empty([0])
+        return output, output.new_zeros([0])
     if average_attn_weights:
         return output, attention.sum(1) / num_heads
     return output, attention

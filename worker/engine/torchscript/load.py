@@ -28,8 +28,10 @@ def load_torchscript(path: Path) -> LoadedNetwork:
             module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise AuditError("invalid_torchscript", f"not a loadable TorchScript archive ({one_line(exc, 200)})") from None
+    # Before anything inlines the graphs (torch keeps a method's body as first inlined); the allowlist then sees
+    # what will run.
+    unfuse_fast_paths(module)
     screen_module(module)
-    unfuse_fast_paths(module)  # after the allowlist has seen the archive's own ops
     module.eval()
     graph = module.inlined_graph
     return LoadedNetwork(
