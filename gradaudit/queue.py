@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 from celery import Celery
 
@@ -82,16 +83,27 @@ def worker_seen(celery: Celery) -> bool:
         return next(iter(keys), None) is not None
 
 
-def audits_in_broker(celery: Celery) -> set[str]:
-    """The ids of every audit whose task the broker holds: waiting in the queue or delivered and not yet acked."""
+def audits_in_broker(celery: Celery, delivered_within_s: float | None = None) -> set[str]:
+    """The ids of every audit whose task the broker holds: waiting in the queue, or delivered and not yet acked
+    (with delivered_within_s, only if delivered that recently: a consumer that sat longer on it is gone)."""
     with celery.connection_for_read() as connection:
-        client = _redis_client(connection)
-        channel = connection.default_channel
-        # Unacked first: a message moves from the queue to the unacked hash, so reading in this order sees it.
-        held = [json.loads(raw)[0] for raw in client.hvals(channel.unacked_key)]
+        client, channel = _redis_client(connection), connection.default_channel
+        # The queue first: a message moves from it to the unacked hash, so reading in this order misses none.
+        held = []
         for priority in channel.priority_steps:
             held += [json.loads(raw) for raw in client.lrange(channel._q_for_pri(AUDIT_QUEUE, priority), 0, -1)]
+        held += _delivered(client, channel, delivered_within_s)
     return {audit_id for message in held if (audit_id := _audit_id_of(message))}
+
+
+def _delivered(client, channel, within_s: float | None) -> list[dict]:
+    """The unacked messages, each as kombu stores it: [message, exchange, routing key] -> message."""
+    unacked = client.hgetall(channel.unacked_key)
+    if within_s is not None:
+        since = time.time() - within_s  # kombu scores each delivery with its wall-clock time
+        recent = {tag for tag, _at in client.zrangebyscore(channel.unacked_index_key, since, "+inf", withscores=True)}
+        unacked = {tag: raw for tag, raw in unacked.items() if tag in recent}
+    return [json.loads(raw)[0] for raw in unacked.values()]
 
 
 def _audit_id_of(message: dict) -> str | None:

@@ -34,7 +34,10 @@ def reconcile_queue(context: WorkerContext, celery: Celery) -> list[str]:
         candidates = audit_rows.find_queued_audits(db_session=db_session, sent_before=settled_before)
         if not candidates:
             return []
-        missing = audits_to_send(candidates, audits_in_broker(celery))
+        # A live worker claims what it was handed at once; a message unacked for the whole grace on a still
+        # queued audit sits with a consumer that died between taking it and claiming it.
+        held = audits_in_broker(celery, delivered_within_s=context.settings.stale_after_s)
+        missing = audits_to_send(candidates, held)
         for audit_id in missing:
             log.warning("queued audit %s is not in the broker; sending it", audit_id)
             send_audit(celery, audit_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import redis
@@ -31,6 +32,19 @@ def test_audits_in_broker_sees_waiting_and_delivered_tasks(make_settings, redis_
     client.hset("unacked", "tag-1", b'[' + raw + b', "", "audits"]')
 
     assert audits_in_broker(celery) == {"waiting", "delivered"}
+
+
+def test_a_delivery_nobody_acked_for_too_long_is_not_held(make_settings, redis_url):
+    celery = make_celery(make_settings(broker_url=redis_url))
+    client = redis.Redis.from_url(redis_url)
+    for audit_id, delivered_s_ago in (("taken-lately", 1), ("taken-by-the-dead", 600)):
+        send_audit(celery, audit_id)
+        raw = client.rpop(AUDIT_QUEUE)
+        client.hset("unacked", audit_id, b'[' + raw + b', "", "audits"]')
+        client.zadd("unacked_index", {audit_id: time.time() - delivered_s_ago})
+
+    assert audits_in_broker(celery) == {"taken-lately", "taken-by-the-dead"}
+    assert audits_in_broker(celery, delivered_within_s=30) == {"taken-lately"}
 
 
 def test_reconcile_sends_only_settled_queued_audits_the_broker_lacks(make_settings, sqlite_url, redis_url):
