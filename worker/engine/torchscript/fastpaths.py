@@ -14,7 +14,6 @@ probe runs with gradients, so it never takes that branch, and nodes inside block
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import torch
@@ -45,8 +44,8 @@ def unfuse_fast_paths(module: torch.jit.ScriptModule) -> list[str]:
     if not found:
         return []
     if TO_NESTED not in found:  # the padding path's layers need the mask, known only on the inlined graph
-        for _, layer in module.named_modules():
-            layer_calls.rewrite_layer(layer)
+        for _, submodule in module.named_modules():
+            layer_calls.rewrite_module(submodule)
     if _top_level_kinds(module) & _FUSED:
         graph = module._c._get_method("forward").graph
         torch._C._jit_pass_inline(graph)  # the nested-tensor path runs across module calls: rewrite one graph
@@ -169,16 +168,4 @@ def _with_blocks(node: torch._C.Node) -> list[torch._C.Node]:
 
 
 def _graph_of(name: str, inputs: list[torch._C.Value]) -> Callable[[torch._C.Graph], list]:
-    return lambda graph: graph.insertGraph(_inlined(_function(name).graph), inputs)
-
-
-@functools.cache
-def _function(name: str) -> torch.jit.ScriptFunction:
-    return torch.jit.script(getattr(fused_ops, name))
-
-
-def _inlined(graph: torch._C.Graph) -> torch._C.Graph:
-    copy = graph.copy()
-    torch._C._jit_pass_inline(copy)
-    torch._C._jit_pass_lower_all_tuples(copy)  # a tuple returned becomes its elements: the fused node's outputs
-    return copy
+    return lambda graph: graph.insertGraph(fused_ops.inlined_graph(name), inputs)

@@ -11,6 +11,7 @@ masked whole giving zero weights, and no dropout. fastpaths.py inserts their gra
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -44,6 +45,15 @@ def multi_head_attention(query: Tensor, key: Tensor, value: Tensor, embed_dim: i
                          mask: Tensor | None, need_weights: bool, average_attn_weights: bool,
                          mask_type: int | None) -> tuple[Tensor, Tensor]:
     """aten::_native_multi_head_attention: batch-first (batch, target, embed) in, (output, weights) out."""
+    context, attention = attention_context(query, key, value, embed_dim, num_heads, qkv_weight, qkv_bias, mask,
+                                           need_weights, average_attn_weights, mask_type)
+    return F.linear(context, proj_weight, proj_bias), attention
+
+
+def attention_context(query: Tensor, key: Tensor, value: Tensor, embed_dim: int, num_heads: int, qkv_weight: Tensor,
+                      qkv_bias: Tensor, mask: Tensor | None, need_weights: bool, average_attn_weights: bool,
+                      mask_type: int | None) -> tuple[Tensor, Tensor]:
+    """The heads' attention, joined, before the out-projection; and the weights as the kernel returns them."""
     batch, target, source = query.size(0), query.size(1), key.size(1)
     head_dim = embed_dim // num_heads
     weights = qkv_weight.chunk(3, 0)
@@ -54,12 +64,11 @@ def multi_head_attention(query: Tensor, key: Tensor, value: Tensor, embed_dim: i
     scores = torch.matmul(q / math.sqrt(head_dim), k.transpose(-2, -1))
     attention = masked_softmax(scores, mask, mask_type)
     context = torch.matmul(attention, v).transpose(1, 2).reshape(batch, target, embed_dim)
-    output = F.linear(context, proj_weight, proj_bias)
     if not need_weights:
-        return output, output.new_zeros([0])
+        return context, context.new_zeros([0])
     if average_attn_weights:
-        return output, attention.sum(1) / num_heads
-    return output, attention
+        return context, attention.sum(1) / num_heads
+    return context, attention
 
 
 def transformer_encoder_layer(src: Tensor, embed_dim: int, num_heads: int, qkv_weight: Tensor, qkv_bias: Tensor,
@@ -84,6 +93,20 @@ def transformer_encoder_layer(src: Tensor, embed_dim: int, num_heads: int, qkv_w
     if not norm_first:
         x = F.layer_norm(x, shape, norm2_weight, norm2_bias, eps)
     return x
+
+
+@functools.cache
+def compiled(name: str) -> torch.jit.ScriptFunction:
+    """One of these functions, scripted (once per process)."""
+    return torch.jit.script(globals()[name])
+
+
+def inlined_graph(name: str) -> torch._C.Graph:
+    """A fresh copy of a scripted function's graph, its calls inlined and its tuple output split into outputs."""
+    copy = compiled(name).graph.copy()
+    torch._C._jit_pass_inline(copy)
+    torch._C._jit_pass_lower_all_tuples(copy)
+    return copy
 
 
 def key_padding(keep: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
-"""A fused nn.TransformerEncoderLayer rewritten as calls of its own submodules, so each keeps its tap.
+"""A fused nn.TransformerEncoderLayer or nn.MultiheadAttention rewritten as calls of its own submodules, so each
+keeps its tap.
 
 aten::_transformer_encoder_layer_fwd reads the layer's parameters but calls none of its submodules, so the
 trace records no call of self_attn, linear1, linear2, norm1 or norm2. Inserted as one block of ops, the
@@ -7,7 +8,9 @@ per submodule. Where the fused node reads those submodules' parameters (an nn.Tr
 PyTorch calls it), each gets a method computing what its share of the kernel computes, and the node becomes
 calls of those methods. The edit is made in the layer's own forward, so inlining the network names each call
 by its full module path, as if the trace had recorded it. A layer fed a nested tensor (the padding path) is
-left to the rewrite of the inlined graph, which knows the mask it was built from (fastpaths.py).
+left to the rewrite of the inlined graph, which knows the mask it was built from (fastpaths.py). Likewise
+aten::_native_multi_head_attention reads out_proj's parameters without calling it: its out-projection becomes
+a call of out_proj.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import Optional  # noqa: F401 - the methods' source names it
 import torch
 from torch import Tensor  # noqa: F401 - the methods' source names it
 
-from worker.engine.torchscript.fused_ops import multi_head_attention  # noqa: F401 - the methods' source calls it
+from worker.engine.torchscript import fused_ops
+from worker.engine.torchscript.fused_ops import attention_context  # noqa: F401 - the methods' source calls it
 from worker.engine.torchscript.normalization import attribute_path
 
 METHOD = "gradaudit_unfused"
@@ -33,19 +37,53 @@ _SOURCES = {
               "    return torch.nn.functional.linear(x, self.weight, self.bias)\n",
     "self_attn": f"def {METHOD}(self, x: Tensor, embed_dim: int, num_heads: int, mask: Optional[Tensor],\n"
                  "                     mask_type: Optional[int]) -> Tensor:\n"
-                 "    return multi_head_attention(x, x, x, embed_dim, num_heads, self.in_proj_weight,\n"
-                 "                                self.in_proj_bias, self.out_proj.weight, self.out_proj.bias, mask,\n"
-                 "                                False, True, mask_type)[0]\n",
+                 "    context = attention_context(x, x, x, embed_dim, num_heads, self.in_proj_weight, self.in_proj_bias,\n"
+                 "                                mask, False, True, mask_type)[0]\n"
+                 f"    return self.out_proj.{METHOD}(context)\n",
 }
 ENCODER_LAYER = "aten::_transformer_encoder_layer_fwd"
+ATTENTION = "aten::_native_multi_head_attention"
+_ATTENTION_PARAMETERS = {5: "in_proj_weight", 6: "in_proj_bias", 7: "out_proj.weight", 8: "out_proj.bias"}
+_CONTEXT_INPUTS = (0, 1, 2, 3, 4, 5, 6, 9, 10, 11, 12)  # attention_context's arguments among the fused op's
 _EMBED_DIM, _NUM_HEADS, _USE_GELU, _NORM_FIRST, _EPS, _MASK, _MASK_TYPE = 1, 2, 7, 8, 9, 18, 19
+_MASK_TYPE_OF_ATTENTION = 12
+
+
+def rewrite_module(module: torch.jit.ScriptModule) -> None:
+    """Rewrite the fused nodes on the top level of the module's own forward into calls of its submodules, where
+    they read its submodules' parameters as nn's own modules do (others are left alone)."""
+    if module._c._has_method("forward"):
+        rewrite_layer(module)
+        rewrite_attention(module)
+
+
+def rewrite_attention(attention: torch.jit.ScriptModule) -> None:
+    """aten::_native_multi_head_attention on the module's own parameters: the heads as ops, then out_proj called."""
+    graph = attention._c._get_method("forward").graph
+    modules = dict(attention.named_modules())
+    for node in [node for node in graph.nodes() if node.kind() == ATTENTION]:
+        inputs = list(node.inputs())
+        mask_type = inputs[_MASK_TYPE_OF_ATTENTION]
+        if any(attribute_path(inputs[i]) != name for i, name in _ATTENTION_PARAMETERS.items()) or \
+                "out_proj" not in modules or _unknown_constant(mask_type):
+            continue
+        _define(modules["out_proj"], _SOURCES["linear"])
+        with graph.insert_point_guard(node):
+            context, weights = graph.insertGraph(fused_ops.inlined_graph("attention_context"),
+                                                 [inputs[i] for i in _CONTEXT_INPUTS])
+            output = _call(graph, inputs[7].node().input(), context)
+        node.outputsAt(0).replaceAllUsesWith(output)
+        node.outputsAt(1).replaceAllUsesWith(weights)
+        node.destroy()
+
+
+def _unknown_constant(mask_type: torch._C.Value) -> bool:
+    return mask_type.node().kind() == "prim::Constant" and mask_type.toIValue() not in (None, 0, 1, 2)
 
 
 def rewrite_layer(layer: torch.jit.ScriptModule) -> bool:
     """Rewrite the fused node on the top level of the layer's own forward into calls of its submodules; whether
     it did (a graph not of this shape is left alone)."""
-    if not layer._c._has_method("forward"):
-        return False
     graph = layer._c._get_method("forward").graph
     modules = dict(layer.named_modules())
     fused = [node for node in graph.nodes() if node.kind() == ENCODER_LAYER]
@@ -89,9 +127,24 @@ def _layer_prefix(path: str, suffix: str) -> str | None:
 def define_methods(values: dict[str, torch._C.Value], modules: dict) -> None:
     """Give each submodule the method computing its share of the fused layer (once per module type)."""
     for owner, value in values.items():
-        module = modules[attribute_path(value)]
-        if not module._c._has_method(METHOD):
-            module.define(_SOURCES["self_attn" if owner == "self_attn" else owner.rstrip("12")])
+        path = attribute_path(value)
+        if owner == "self_attn":
+            _define(modules[f"{path}.out_proj"], _SOURCES["linear"])  # the method self_attn's calls
+        _define(modules[path], _SOURCES["self_attn" if owner == "self_attn" else owner.rstrip("12")])
+
+
+def _define(module: torch.jit.ScriptModule, source: str) -> None:
+    if not module._c._has_method(METHOD):
+        module.define(source)
+
+
+def _call(graph: torch._C.Graph, receiver: torch._C.Value, *args: torch._C.Value) -> torch._C.Value:
+    """Insert receiver.METHOD(*args), a tensor."""
+    created = graph.create("prim::CallMethod", [receiver, *args], 1)
+    created.s_("name", METHOD)
+    created.output().setType(torch._C.TensorType.get())
+    graph.insertNode(created)
+    return created.output()
 
 
 def insert_calls(graph: torch._C.Graph, node: torch._C.Node, values: dict[str, torch._C.Value]) -> torch._C.Value:
@@ -101,11 +154,7 @@ def insert_calls(graph: torch._C.Graph, node: torch._C.Node, values: dict[str, t
     norm_first, use_gelu = inputs[_NORM_FIRST].toIValue(), inputs[_USE_GELU].toIValue()
 
     def call(owner: str, *args: torch._C.Value) -> torch._C.Value:
-        created = graph.create("prim::CallMethod", [values[owner], *args], 1)
-        created.s_("name", METHOD)
-        created.output().setType(torch._C.TensorType.get())
-        graph.insertNode(created)
-        return created.output()
+        return _call(graph, values[owner], *args)
 
     with graph.insert_point_guard(node):
         x = call("norm1", src, eps) if norm_first else src
