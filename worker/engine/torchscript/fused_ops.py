@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -98,7 +99,9 @@ def transformer_encoder_layer(src: Tensor, embed_dim: int, num_heads: int, qkv_w
 @functools.cache
 def compiled(name: str) -> torch.jit.ScriptFunction:
     """One of these functions, scripted (once per process)."""
-    return torch.jit.script(globals()[name])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
+        return torch.jit.script(globals()[name])
 
 
 def inlined_graph(name: str) -> torch._C.Graph:

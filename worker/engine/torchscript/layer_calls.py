@@ -15,6 +15,7 @@ a call of out_proj.
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional  # noqa: F401 - the methods' source names it
 
 import torch
@@ -135,7 +136,9 @@ def define_methods(values: dict[str, torch._C.Value], modules: dict) -> None:
 
 def _define(module: torch.jit.ScriptModule, source: str) -> None:
     if not module._c._has_method(METHOD):
-        module.define(source)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
+            module.define(source)
 
 
 def _call(graph: torch._C.Graph, receiver: torch._C.Value, *args: torch._C.Value) -> torch._C.Value:
