@@ -188,10 +188,43 @@ class KeepsHelper(nn.Module):
         return self.inner(x)
 
 
-@pytest.mark.parametrize("network, where", [(CallsHelper, "(in forward)"), (KeepsHelper, "(in inner.helper)")])
-def test_a_submodule_helper_method_is_checked(tmp_path, secret, network, where):
+@pytest.mark.parametrize("network", [CallsHelper, KeepsHelper])
+def test_a_submodule_helper_method_is_checked(tmp_path, secret, network):
     error = _refused(_scripted(network(str(secret)), tmp_path / "helper.pt"))
-    assert error.code == "unsafe_operator" and f"'aten::from_file' {where}" in error.detail
+    assert error.code == "unsafe_operator" and "'aten::from_file' (in inner.helper)" in error.detail
+
+
+def _read(path: str) -> torch.Tensor:
+    return torch.from_file(path, size=6, dtype=torch.uint8).float()
+
+
+@torch.jit.script
+class Reader:
+    def __init__(self, path: str):
+        self.path = path
+
+    def read(self) -> torch.Tensor:
+        return torch.from_file(self.path, size=6, dtype=torch.uint8).float()
+
+
+class CallsFunction(nn.Module):
+    def __init__(self, path: str):
+        super().__init__()
+        self.linear, self.path = nn.Linear(6, 4), path
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x + _read(self.path))
+
+
+class CallsClassMethod(CallsFunction):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x + Reader(self.path).read())
+
+
+@pytest.mark.parametrize("network", [CallsFunction, CallsClassMethod])
+def test_code_in_a_function_or_a_class_is_checked(tmp_path, secret, network):
+    error = _refused(_scripted(network(str(secret)), tmp_path / "calls.pt"))
+    assert error.code == "unsafe_operator" and "'aten::from_file' (in forward)" in error.detail
 
 
 class Hooked(nn.Module):

@@ -11,7 +11,7 @@ inlined and each node's kind is checked against the allowlist (worker/engine/all
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import torch
@@ -52,14 +52,40 @@ def screen_module(module: torch.jit.ScriptModule) -> None:
 
 
 def module_operators(module: torch.jit.ScriptModule) -> dict[str, str]:
-    """Every node kind in every inlined method and hook of the module and its submodules, with where it is first
+    """Every node kind that any method or hook of the module and its submodules may run, with where it is first
     found ('layers.0.helper')."""
+    by_type: dict[str, tuple[str, torch._C.ScriptModule]] = {}
+    for path, submodule in module.named_modules():  # modules of one type share their methods' graphs
+        by_type.setdefault(submodule._c._type().qualified_name(), (path, submodule._c))
     found: dict[str, str] = {}
-    for path, submodule in module.named_modules():
-        for name, graph in _graphs(submodule._c):
-            for kind in _kinds(_inlined(graph)):
+    for path, submodule in by_type.values():
+        for name, graph in _graphs(submodule):
+            for kind in _operators(graph, by_type.keys()):
                 found.setdefault(kind, f"{path}.{name}" if path else name)
     return found
+
+
+def _operators(graph: torch._C.Graph, module_types: Collection[str]) -> Iterator[str]:
+    """The node kinds of a method: a call of a submodule's method is walked with that submodule, so only a graph
+    calling anything else (a function, a method of a class or an interface) is walked inlined, and what inlining
+    cannot resolve stays a prim::CallMethod or prim::CallFunction, which the allowlist refuses."""
+    if any(_opaque_call(node, module_types) for node in _nodes(graph)):
+        graph = _inlined(graph)
+    for node in _nodes(graph):
+        if not _submodule_call(node, module_types):
+            yield node.kind()
+
+
+def _submodule_call(node: torch._C.Node, module_types: Collection[str]) -> bool:
+    if node.kind() != "prim::CallMethod":
+        return False
+    kind = node.inputsAt(0).type()
+    return not kind.is_interface_type() and kind.qualified_name() in module_types
+
+
+def _opaque_call(node: torch._C.Node, module_types: Collection[str]) -> bool:
+    return node.kind() == "prim::CallFunction" or (node.kind() == "prim::CallMethod"
+                                                    and not _submodule_call(node, module_types))
 
 
 def _graphs(module: torch._C.ScriptModule) -> Iterator[tuple[str, torch._C.Graph]]:
@@ -75,8 +101,8 @@ def _inlined(graph: torch._C.Graph) -> torch._C.Graph:
     return copy
 
 
-def _kinds(block) -> Iterator[str]:
+def _nodes(block) -> Iterator[torch._C.Node]:
     for node in block.nodes():
-        yield node.kind()
+        yield node
         for inner in node.blocks():
-            yield from _kinds(inner)
+            yield from _nodes(inner)
