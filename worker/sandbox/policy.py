@@ -28,7 +28,9 @@ class SandboxPolicy:
     user: str | None = None  # when the parent is root, the child runs as this user
     max_file_bytes: int = 4 << 30
     max_open_files: int = 256
-    max_threads: int = 512  # RLIMIT_NPROC counts threads; forking is refused by seccomp, not by this
+    # RLIMIT_NPROC counts the user's threads across every audit (torch starts one per core in each); forking
+    # is refused by seccomp, this only stops a thread bomb.
+    max_threads: int = field(default_factory=lambda: max(512, 8 * (os.cpu_count() or 1)))
     limit_address_space: bool = True  # False on CUDA, which reserves far more address space than it uses
     libraries: tuple[Path, ...] = field(default_factory=lambda: library_paths())
 
