@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.engine.pt2.conftest import save_pt2
-from tests.engine.torchscript.test_functional import EXAMPLE, WEIGHT_LAYERS, ReadTwice, audit_rows, swin_like
+from tests.engine.torchscript.test_functional import EXAMPLE, WEIGHT_LAYERS, PassesOn, ReadTwice, audit_rows, swin_like
 from tests.support.networks import save_torchscript
 from worker.engine.pt2.load import load_exported_program
 from worker.engine.pt2.taps import layer_taps
@@ -39,3 +39,8 @@ def test_a_weight_read_by_two_ops_stays_untapped(tmp_path):
     assert [layer.name for layer in taps.layers] == ["shared", "head"] and taps.tapped == 1
     rows = audit_rows(path)
     assert rows["shared"] == 0 and rows["head"] > 0
+
+
+def test_a_caller_passing_the_op_on_is_no_row_of_its_own(tmp_path):
+    taps = layer_taps(load_exported_program(save_pt2(PassesOn(), tmp_path / "passes.pt2", torch.randn(4, 6))))
+    assert [layer.name for layer in taps.layers] == ["block.proj", "head"] and taps.tapped == 2

@@ -75,6 +75,28 @@ class ReadTwice(nn.Module):
         return self.head(F.linear(once, self.shared.weight))
 
 
+class Projection(nn.Module):
+    """No parameters of its own; its output is F.linear on its child's weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(6, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.proj.weight, self.proj.bias)
+
+
+class PassesOn(nn.Module):
+    """A Projection between an activation and a head: it passes proj's output on, as it would a called child's."""
+
+    def __init__(self):
+        super().__init__()
+        self.block, self.head = Projection(), nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.block(x)))
+
+
 def swin_like() -> nn.Module:
     """SwinLike, seeded, in eval mode."""
     torch.manual_seed(0)
@@ -121,3 +143,9 @@ def test_a_weight_read_by_two_ops_stays_untapped(tmp_path):
     assert [layer.name for layer in taps.layers] == ["shared", "head"] and taps.tapped == 1
     rows = audit_rows(path, input_shapes={"x": [4, 6]})
     assert rows["shared"] == 0 and rows["head"] > 0
+
+
+def test_a_caller_passing_the_op_on_is_no_row_of_its_own(tmp_path):
+    path = save_torchscript(PassesOn().eval(), tmp_path / "passes.pt", torch.randn(4, 6))
+    taps = layer_taps(load_torchscript(path))
+    assert [layer.name for layer in taps.layers] == ["block.proj", "head"] and taps.tapped == 2

@@ -32,6 +32,13 @@ def functional_outputs(graph: torch.fx.Graph, candidates: set[str]) -> dict[str,
             if len(readers) == 1 and op_name(readers[0]) in COMPUTING_OPS and _is_tensor(readers[0])}
 
 
+def passed_on(outputs: dict[str, CallOutput], functional: dict[str, CallOutput]) -> dict[str, CallOutput]:
+    """The callers whose output is such an op's: they pass the layer's output on, as they would a called child's."""
+    layer_of = {found.node: path for path, found in functional.items()}
+    return {path: CallOutput(found.node, layer_of[found.node]) for path, found in outputs.items()
+            if found.node in layer_of}
+
+
 def functional_kind(output: CallOutput, kind: str) -> str:
     """The layer's kind: its class where the program names it, else the module class its op stands for."""
     return _KINDS.get(op_name(output.node), kind) if kind == "Module" else kind

@@ -9,7 +9,7 @@ import torch
 from worker.engine.network import Layer, LoadedNetwork
 from worker.engine.output_stats import Recorder
 from worker.engine.pt2.calls import MODULES_META, CallOutput, call_outputs
-from worker.engine.pt2.functional import functional_kind, functional_outputs
+from worker.engine.pt2.functional import functional_kind, functional_outputs, passed_on
 from worker.engine.pt2.vocabulary import LAYOUT_MODULES
 from worker.engine.taps import Taps
 
@@ -21,7 +21,7 @@ def layer_taps(network: LoadedNetwork) -> Taps:
     layers, nodes = [], []
     owned = {layer.name: layer.parameter_names for layer in network.layers}
     functional = functional_outputs(network.module.graph, set(owned) - set(outputs))
-    outputs.update(functional)
+    outputs.update({**passed_on(outputs, functional), **functional})
     for path, kind in network.module.meta[MODULES_META]:
         name = path or kind
         kind = functional_kind(functional[path], kind) if path in functional else kind

@@ -119,7 +119,12 @@ def _functional_outputs(graph: torch._C.Graph, module, outputs: dict[str, Module
     """Weight layers never called as modules, tapped at the one op reading their weight (functional.py)."""
     owners = {name.rpartition(".")[0] for name, _ in module.named_parameters()}
     found = functional_outputs(graph, owners - set(outputs))
-    return {path: ModuleOutput(value, path, position) for path, (value, position) in found.items()}
+    tapped = {path: ModuleOutput(value, path, position) for path, (value, position) in found.items()}
+    # A caller whose output is that op's output passes the layer's output on, as it would a called child's.
+    layer_of = {output.value.debugName(): path for path, output in tapped.items()}
+    passed = {name: ModuleOutput(output.value, layer_of[output.value.debugName()], output.position)
+              for name, output in outputs.items() if output.value.debugName() in layer_of}
+    return {**passed, **tapped}
 
 
 def _call_of(node: torch._C.Node, scope: str, calls: dict) -> int:
