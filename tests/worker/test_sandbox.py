@@ -164,3 +164,27 @@ def test_the_parent_survives_and_runs_the_next_child(settings, tmp_path):
 def _spin() -> None:
     while True:
         pass
+
+
+class _Usage:
+    """The CPU seconds os.wait4 reports."""
+
+    def __init__(self, cpu_s: float):
+        self.ru_utime, self.ru_stime = cpu_s, 0.0
+
+
+@pytest.mark.parametrize(("status", "cpu_s", "code"), [
+    (signal.SIGXCPU, 1.0, "time_limit_exceeded"),  # RLIMIT_CPU's soft limit
+    (signal.SIGKILL, 10_000.0, "time_limit_exceeded"),  # its hard limit
+    (signal.SIGKILL, 1.0, "resource_limit_exceeded"),  # the kernel's out-of-memory killer
+    (signal.SIGABRT, 1.0, "audit_crashed"),
+    (1 << 8, 1.0, "audit_crashed"),  # exited with status 1, no answer
+])
+def test_a_death_is_classified_by_its_cause(settings, tmp_path, status, cpu_s, code):
+    from worker.sandbox.outcome import classify_death
+
+    policy = policy_for(settings, tmp_path, [], drop_user=False)
+
+    answer = classify_death(status, _Usage(cpu_s), b"", overran=False, policy=policy)
+
+    assert answer["error"]["code"] == code
