@@ -3,14 +3,30 @@ at that op, under the same name as through TorchScript, with the kind of the mod
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
+from torch import nn
 
 from tests.engine.pt2.conftest import save_pt2
 from tests.engine.torchscript.test_functional import EXAMPLE, WEIGHT_LAYERS, PassesOn, ReadTwice, audit_rows, swin_like
 from tests.support.networks import save_torchscript
 from worker.engine.pt2.load import load_exported_program
 from worker.engine.pt2.taps import layer_taps
+from worker.engine.torchscript.load import load_torchscript
+from worker.engine.torchscript.taps import layer_taps as torchscript_taps
+
+
+class Attending(nn.Module):
+    """nn.MultiheadAttention, which hands out_proj's weight to F.linear instead of calling out_proj."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn, self.head = nn.MultiheadAttention(8, 2, batch_first=True), nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.attn(x, x, x, need_weights=False)[0])
 
 
 @pytest.fixture(scope="module")
@@ -44,3 +60,15 @@ def test_a_weight_read_by_two_ops_stays_untapped(tmp_path):
 def test_a_caller_passing_the_op_on_is_no_row_of_its_own(tmp_path):
     taps = layer_taps(load_exported_program(save_pt2(PassesOn(), tmp_path / "passes.pt2", torch.randn(4, 6))))
     assert [layer.name for layer in taps.layers] == ["block.proj", "head"] and taps.tapped == 2
+
+
+def test_multihead_attention_out_proj_is_tapped_in_both_formats(tmp_path):
+    torch.manual_seed(0)
+    network, x = Attending().eval(), torch.randn(2, 5, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(network, x, check_trace=False).save(str(tmp_path / "attn.pt"))  # with grad: no fast path
+    script = torchscript_taps(load_torchscript(tmp_path / "attn.pt"))
+    pt2 = layer_taps(load_exported_program(save_pt2(network, tmp_path / "attn.pt2", x)))
+    for taps in (script, pt2):
+        assert [layer.name for layer in taps.layers] == ["attn", "attn.out_proj", "head"] and taps.tapped == 3
