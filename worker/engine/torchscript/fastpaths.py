@@ -1,12 +1,14 @@
 """A pass over a loaded TorchScript network: fused inference fast paths become the ordinary aten ops they compute.
 
 A trace taken in eval mode under no_grad (the usual way) records nn.MultiheadAttention's and
-nn.TransformerEncoderLayer's fused kernels, which have no derivative, so the probe's backward would fail. Each
-such node of the inlined forward's top level is replaced by the graph of its composition in fused_ops.py, its inserted nodes carrying the fused
-node's module call so taps and call numbers still find it. nn.TransformerEncoder's padding path (a nested
-tensor built from the key padding mask, the layers run on it, then padded back) becomes the dense equivalent:
-the layers read the mask as a key padding mask, and the padded positions take the padding value at the end. A
-fused op that cannot be rewritten faithfully is refused with the way to export without it.
+nn.TransformerEncoderLayer's fused kernels, which have no derivative, so the probe's backward would fail. Where
+the fused node reads the parameters of nn's own submodules, the module's own forward is edited into calls of
+them (layer_calls.py), so each keeps its tap. Any fused node left is replaced, on the inlined forward, by the
+graph of its composition in fused_ops.py, the inserted nodes carrying the fused node's module call so taps and
+call numbers still find it. nn.TransformerEncoder's padding path (a nested tensor built from the key padding
+mask, the layers run on it, then padded back) becomes the dense equivalent there: the layers read the mask as a
+key padding mask, and the padded positions take the padding value at the end. A fused op that cannot be
+rewritten faithfully is refused with the way to export without it.
 
 Scripted code keeps the fast path inside the `if` that checks, while running, that no gradient is wanted; the
 probe runs with gradients, so it never takes that branch, and nodes inside blocks are left as they are.
@@ -78,7 +80,6 @@ class _Rewrite:
         for node in self.to_nested:
             node.output().replaceAllUsesWith(node.inputsAt(0))
             node.destroy()
-
 
     def node(self, node: torch._C.Node) -> None:
         """Rewrite one node if it is a fused one (or reads a nested tensor), or refuse it."""
