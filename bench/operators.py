@@ -34,8 +34,8 @@ TORCHVISION = {"alexnet": 64, "convnext_tiny": 64, "densenet121": 64, "efficient
                "resnext50_32x4d": 64, "shufflenet_v2_x0_5": 64, "squeezenet1_0": 64, "swin_t": 64,
                "swin_v2_t": 64, "vgg11_bn": 64, "vit_b_16": 224, "wide_resnet50_2": 64}
 
-# A network's name, its builder, and its example: positional inputs, or keyword ones (encoder-decoders).
-Source = tuple[str, Callable[[], nn.Module], Callable[[], tuple | dict] | None]
+# A network's name, its builder, and its example inputs.
+Source = tuple[str, Callable[[], nn.Module], Callable[[], tuple]]
 
 
 def torchvision_sources() -> Iterator[Source]:
@@ -156,7 +156,7 @@ def suite_sources() -> Iterator[Source]:
     yield "suites.residual_cnn", lambda: n.ResidualCNN(2, 4, True), image
     yield "suites.transformer", lambda: n.TransformerClassifier(2, 16), lambda: (torch.randn(2, 5, 16),)
     yield "suites.causal_decoder", lambda: n.CausalDecoder(2, 16, 5), lambda: (torch.randn(2, 5, 16),)
-    for cell in ("rnn", "lstm", "gru"):
+    for cell in ("rnn", "lstm"):
         yield f"suites.recurrent_{cell}", lambda c=cell: n.Recurrent(c, 4, 8), lambda: (torch.randn(2, 5, 4),)
     for op in ("exp", "log"):
         yield f"suites.unguarded_{op}", lambda o=op: n.Unguarded(o, 16, 1.0), vector
@@ -168,17 +168,14 @@ def suite_sources() -> Iterator[Source]:
         if case.family not in seen:
             seen.add(case.family)
             yield f"diagnosis.{case.name}", case.network, lambda c=case: (torch.randn(c.shape),)
-    for name in ("mlp", "deep_sigmoid", "cnn_bn", "token_network"):
-        yield f"tests.{name}", getattr(support, name), None
+    yield "tests.mlp", support.mlp, lambda: (torch.randn(2, 6),)
+    yield "tests.deep_sigmoid", support.deep_sigmoid, lambda: (torch.randn(2, 32),)
+    yield "tests.cnn_bn", support.cnn_bn, image
+    yield "tests.token_network", support.token_network, lambda: (torch.randint(0, 50, (2, 5)),)
     yield "tests.log_of_negative", support.LogOfNegative, lambda: (torch.randn(2, 4),)
 
 
-def _support_example(name: str) -> tuple:
-    return {"tests.mlp": (torch.randn(2, 6),), "tests.deep_sigmoid": (torch.randn(2, 32),),
-            "tests.cnn_bn": (torch.randn(2, 3, 8, 8),), "tests.token_network": (torch.randint(0, 50, (2, 5)),)}[name]
-
-
-def census(name: str, build: Callable[[], nn.Module], example) -> dict[str, set[str]]:
+def census(name: str, build: Callable[[], nn.Module], example: Callable[[], tuple]) -> dict[str, set[str]]:
     """The operators of one network by route: 'script', 'trace' and 'export' (a route that fails is left out)."""
     torch.manual_seed(0)
     try:
@@ -186,13 +183,11 @@ def census(name: str, build: Callable[[], nn.Module], example) -> dict[str, set[
     except Exception as exc:  # noqa: BLE001 - a network this library version cannot build is left out, said so
         print(f"  {name}: not built ({type(exc).__name__}: {str(exc).splitlines()[0][:90]})")
         return {}
-    inputs = example() if example else _support_example(name)
+    inputs = example()
     found: dict[str, set[str]] = {}
-    args, kwargs = ((), inputs) if isinstance(inputs, dict) else (inputs, None)
     routes = {"script": lambda: set(module_operators(torch.jit.script(network))),
-              "trace": lambda: set(module_operators(torch.jit.trace(network, args or None, strict=False,
-                                                                    check_trace=False, example_kwarg_inputs=kwargs))),
-              "export": lambda: _exported(torch.export.export(network, args, kwargs))}
+              "trace": lambda: set(module_operators(torch.jit.trace(network, inputs, strict=False, check_trace=False))),
+              "export": lambda: _exported(torch.export.export(network, inputs))}
     for route, collect in routes.items():
         try:
             found[route] = collect()
