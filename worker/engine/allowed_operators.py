@@ -2,10 +2,10 @@
 
 How the list was made: bench/operators.py walks real networks (a torchvision classifier of every family, BERT,
 GPT-2, T5, ViT, Whisper and Llama built from configurations, torch.nn's standard layers, every network of
-suites/ and tests/support/) scripted, traced and exported, every method inlined, and prints every operator they
-call; that census was reviewed by hand into OPERATORS. An operator outside it is refused (`unsafe_operator`)
-however harmless it may be: a network the list refuses is a line here, after the same review; an operator
-wrongly allowed is a file read in the worker.
+suites/ and tests/support/) scripted, traced and exported, walking every method as the check does, and prints
+every operator they call; that census was reviewed by hand into OPERATORS. An operator outside it is refused
+(`unsafe_operator`) however harmless it may be: a network the list refuses is a line here, after the same
+review; an operator wrongly allowed is a file read in the worker.
 
 The rules of the review:
 - Allowed: operators that compute values from their arguments and the network's own state (tensors, lists,

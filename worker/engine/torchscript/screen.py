@@ -4,8 +4,9 @@ Two moments run an archive's code. Loading: torch.jit.load unpickles the module 
 which builds only tensors, containers and the archive's own TorchScript classes, and calls a class's scripted
 `__setstate__` while it does (a native one for registered `torch.classes`). So the archive's records are read
 first, with the same reader torch.jit.load uses, and an archive whose code or pickles name `__setstate__` or a
-registered class is refused unloaded. Running: every method of every module, and every forward hook, is
-inlined and each node's kind is checked against the allowlist (worker/engine/allowed_operators.py).
+registered class is refused unloaded. Running: every method and forward hook of every module type is walked (a
+call of a submodule's method with that submodule, a graph calling a function or a class's method inlined) and
+each node's kind is checked against the allowlist (worker/engine/allowed_operators.py).
 """
 
 from __future__ import annotations
@@ -19,20 +20,18 @@ import torch
 from gradaudit.errors import AuditError, one_line
 from worker.engine.allowed_operators import refuse_unsafe_operators
 
-# Records holding tensor bytes only: nothing in them is read as code or as a pickle.
-_TENSOR_RECORD = re.compile(r"(\.data/|data/|constants/)[^/]*")
+# Records torch.jit.load never reads as code or as a pickle: tensor bytes, and extra files it only hands back.
+_INERT_RECORD = re.compile(r"(\.data/|data/|constants/|extra/)[^/]*")
 # Names that make torch.jit.load run code while unpickling: a scripted __setstate__, a registered C++ class.
-_RUNS_AT_LOAD = re.compile(rb"__setstate__|torch\.classes|__torch__\.torch\.classes")
+_RUNS_AT_LOAD = re.compile(rb"__setstate__|torch\.classes")
 
 
 def screen_archive(path: Path) -> None:
     """AuditError('unsafe_operator') if loading the archive would run any of its code; nothing is loaded."""
     try:
         reader = torch._C.PyTorchFileReader(str(path))
-        records = [name for name in reader.get_all_records() if not _TENSOR_RECORD.fullmatch(name)]
+        records = [name for name in reader.get_all_records() if not _INERT_RECORD.fullmatch(name)]
         found = {name: _RUNS_AT_LOAD.search(bytes(reader.get_record(name))) for name in records}
-    except AuditError:
-        raise
     except Exception:  # noqa: BLE001 - not an archive torch reads: torch.jit.load refuses it with its own message
         return
     for name, match in found.items():
