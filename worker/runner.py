@@ -107,10 +107,19 @@ def run_artifact(path: Path, network_format: str, *, options: AuditOptions, inpu
 def preload_engine() -> None:
     """Import the engine and every format adapter once in this process, so each audit's child starts warm (a
     fork). The worker calls it as each pool process starts, before any time limit runs."""
+    import encodings
     import importlib
+    import pkgutil
 
     for adapter in ("worker.engine.audit", "worker.engine.onnx", "worker.engine.torchscript", "worker.engine.pt2"):
         importlib.import_module(adapter)
+    # Codecs load on first use (zip member names are cp437); the sandbox user may not read the interpreter's
+    # own folder (a Python under /root), so they load here.
+    for codec in pkgutil.iter_modules(encodings.__path__):
+        try:
+            importlib.import_module(f"encodings.{codec.name}")
+        except ImportError:
+            continue  # another platform's codec (mbcs, oem)
 
 
 def _run_here(path: Path, network_format: str, *, options: AuditOptions, inputs_path: Path | None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -147,11 +148,15 @@ def test_a_memory_bomb_is_resource_limit_exceeded(context):
     assert "512 MB" in audit.error_detail or "GRADAUDIT_AUDIT_MEMORY_MB" in audit.error_detail
 
 
-@pytest.mark.parametrize("network_format", ["onnx", "pt2"])
+@pytest.mark.parametrize("network_format", ["onnx", "onnx_archive", "pt2"])
 def test_every_format_audits_in_the_sandbox(context, tmp_path, network_format):
     network = mlp(depth=2, activation=nn.ReLU)
     if network_format == "onnx":
         path = save_onnx(network, tmp_path / "network.onnx")
+    elif network_format == "onnx_archive":  # extracted inside the sandbox; zip names need the cp437 codec
+        path = tmp_path / "network.zip"
+        with zipfile.ZipFile(path, "w") as bundle:
+            bundle.write(save_onnx(network, tmp_path / "network.onnx"), "network.onnx")
     else:
         path = tmp_path / "network.pt2"
         torch.export.save(torch.export.export(network, (torch.randn(2, 32),)), path)
