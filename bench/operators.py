@@ -173,6 +173,19 @@ def suite_sources() -> Iterator[Source]:
     yield "tests.cnn_bn", support.cnn_bn, image
     yield "tests.token_network", support.token_network, lambda: (torch.randint(0, 50, (2, 5)),)
     yield "tests.log_of_negative", support.LogOfNegative, lambda: (torch.randn(2, 4),)
+    yield "classifier_with_predictions", Predicts, lambda: (torch.randn(2, 6),)
+
+
+class Predicts(nn.Module):
+    """A classifier that returns its predicted classes beside its logits, as tests/engine's networks do."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.linear(x)
+        return logits.argmax(dim=1), logits
 
 
 def census(name: str, build: Callable[[], nn.Module], example: Callable[[], tuple]) -> dict[str, set[str]]:
