@@ -1,4 +1,4 @@
-"""deep_plain_stack on a normalised plain stack whose gradient drifts without crossing the trend thresholds."""
+"""deep_plain_stack on a normalised plain stack whose gradient drifts as BatchNorm makes it, no trend warning."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ def test_a_24_layer_plain_batchnorm_stack_is_a_deep_plain_stack(tmp_path):
 
     stack = next(f for f in found if f["code"] == "deep_plain_stack")
     assert stack["evidence"]["shortest_gradient_path_weight_layers"] >= 20
-    assert 1.0 <= abs(stack["evidence"]["gradient_fitted_change_decades"]) < 1.5  # under the trend thresholds
+    assert abs(stack["evidence"]["gradient_fitted_change_decades"]) >= 1.0
+    # The growth is BatchNorm's own (reported as info, or explained by the stack), never a trend warning.
+    assert not [f for f in found if f["code"] in ("exploding_gradient", "vanishing_gradient") and f["severity"] != "info"]
     assert stack["recommendations"][0]["code"] == "add_skip_connections"
     assert control.verdict == "healthy"
 
