@@ -22,6 +22,9 @@ The rules of the review:
   Its bytes are whatever the process's allocator held, so a network can read memory of its own process; what that
   memory may hold is bounded by the process the audit runs in, not by this list. Its relatives (`empty_like`,
   `new_empty`, `empty_strided`) were used by no network and are refused.
+- `aten::detach`, `aten::detach_` and `aten::type_as` (pure: a view without gradient, a dtype cast) came from the
+  architecture sweep (bench/architectures.py: GPT-2, Llama, Whisper and RoBERTa as transformers trace and export
+  them), after the census.
 - `aten::_assert_async` is refused: on CUDA a failed one poisons the worker's whole device context.
 
 Names are schema names without the overload (`aten::add` stands for `add.Tensor` and `add.Scalar` alike):
@@ -51,7 +54,7 @@ OPERATORS = frozenset({
     "aten::bernoulli_", "aten::bmm", "aten::cat", "aten::celu", "aten::celu_", "aten::chunk", "aten::clamp",
     "aten::clamp_min", "aten::clone", "aten::contiguous", "aten::conv1d", "aten::conv2d", "aten::conv3d",
     "aten::conv_transpose1d", "aten::conv_transpose2d", "aten::conv_transpose3d", "aten::copy", "aten::copy_",
-    "aten::cos", "aten::cumsum", "aten::diff", "aten::dim", "aten::div", "aten::div_", "aten::dropout",
+    "aten::cos", "aten::cumsum", "aten::detach", "aten::detach_", "aten::diff", "aten::dim", "aten::div", "aten::div_", "aten::dropout",
     "aten::dropout_", "aten::einsum", "aten::elu", "aten::elu_", "aten::embedding", "aten::empty", "aten::eq",
     "aten::exp", "aten::expand", "aten::expand_as", "aten::feature_dropout", "aten::feature_dropout_", "aten::fill_",
     "aten::flatten", "aten::floor", "aten::floor_divide", "aten::floordiv", "aten::format", "aten::full",
@@ -70,7 +73,7 @@ OPERATORS = frozenset({
     "aten::selu_", "aten::sigmoid", "aten::silu", "aten::silu_", "aten::sin", "aten::size", "aten::slice",
     "aten::softmax", "aten::softplus", "aten::softshrink", "aten::split", "aten::split_with_sizes", "aten::sqrt",
     "aten::squeeze", "aten::sub", "aten::sum", "aten::swapaxes", "aten::tanh", "aten::tensor", "aten::threshold",
-    "aten::threshold_", "aten::to", "aten::to_padded_tensor", "aten::transpose", "aten::triu", "aten::unflatten",
+    "aten::threshold_", "aten::to", "aten::to_padded_tensor", "aten::transpose", "aten::triu", "aten::type_as", "aten::unflatten",
     "aten::unsqueeze", "aten::upsample_bicubic2d", "aten::upsample_bilinear2d", "aten::upsample_linear1d",
     "aten::upsample_nearest1d", "aten::upsample_nearest2d", "aten::upsample_nearest3d", "aten::upsample_trilinear3d",
     "aten::view", "aten::warn", "aten::where", "aten::zero_", "aten::zeros", "aten::zeros_like",
