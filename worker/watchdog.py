@@ -8,7 +8,6 @@ audit whose heartbeat stopped has lost its worker.
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import timedelta
 
 from celery import Celery
@@ -16,6 +15,7 @@ from celery import Celery
 from gradaudit.queue import send_audit
 from models import audits as audit_rows
 from worker.context import WorkerContext
+from worker.periodic import Periodic
 from worker.reconciler import reconcile_queue
 
 log = logging.getLogger(__name__)
@@ -36,33 +36,10 @@ def resend_stale_audits(context: WorkerContext, celery: Celery) -> list[str]:
     return stale
 
 
-class Watchdog:
+class Watchdog(Periodic):
     """A daemon thread running resend_stale_audits and reconcile_queue every half staleness period."""
 
     def __init__(self, context: WorkerContext, celery: Celery):
-        self._context, self._celery = context, celery
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="gradaudit-watchdog", daemon=True)
-
-    def start(self) -> None:
-        """Start watching."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop watching and wait for the thread."""
-        self._stopped.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        interval = self._context.settings.stale_after_s / 2
-        while True:
-            try:
-                resend_stale_audits(self._context, self._celery)
-            except Exception:
-                log.warning("watchdog pass failed", exc_info=True)
-            try:
-                reconcile_queue(self._context, self._celery)
-            except Exception:
-                log.warning("reconciler pass failed", exc_info=True)
-            if self._stopped.wait(interval):
-                return
+        super().__init__("gradaudit-watchdog", context.settings.stale_after_s / 2, {
+            "watchdog pass": lambda: resend_stale_audits(context, celery),
+            "reconciler pass": lambda: reconcile_queue(context, celery)})
