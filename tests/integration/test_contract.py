@@ -1,0 +1,143 @@
+"""Fuzzing the contract: schemathesis generates requests for every operation of the live /openapi.json of a
+`gradaudit serve` with API keys on, and checks each answer: never a 5xx, a documented status, the documented
+content type and headers, a body valid against the document. Bounded and derandomized, so it is reproducible."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from torch import nn
+
+from api.openapi import DOCUMENT
+from tests.integration.test_serve_keys import CLI, environment, start_serve, stop
+from tests.support.stack import mlp, save_onnx, save_torchscript
+
+pytestmark = pytest.mark.integration
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
+          response_schema_conformance]
+EXAMPLES = 25
+OPERATIONS = [(method.upper(), path) for path, operations in DOCUMENT["paths"].items() for method in operations]
+SECURED = [(method, path) for method, path in OPERATIONS if path.startswith("/v1/")]
+
+
+class Live:
+    """A served API with keys on, the secret of one key, and its document as schemathesis loaded it."""
+
+    def __init__(self, url: str, secret: str):
+        self.url, self.secret = url, secret
+        self.headers = {"Authorization": f"Bearer {secret}"}
+        self.document = requests.get(f"{url}/openapi.json", timeout=10).json()
+        # from_dict, not from_url: from_url leaves out the operation that serves the document itself.
+        self.schema = schemathesis.openapi.from_dict(self.document)
+
+    def operation(self, method: str, path: str):
+        """The loaded operation."""
+        return self.schema[path][method]
+
+    def finished_audit(self, network: Path, options: str) -> str:
+        """Submit a network as the key holder and wait until its audit finished; its id."""
+        with network.open("rb") as network_file:
+            response = requests.post(f"{self.url}/v1/audits", files={"model": (network.name, network_file)},
+                                     data={"options": options}, headers=self.headers, timeout=60)
+        assert response.status_code == 202, response.text
+        audit_id, deadline = response.json()["id"], time.monotonic() + 180
+        while time.monotonic() < deadline:
+            audit = requests.get(f"{self.url}/v1/audits/{audit_id}", headers=self.headers, timeout=10).json()
+            if audit["status"] in ("succeeded", "failed"):
+                return audit_id
+            time.sleep(0.3)
+        raise AssertionError(f"audit {audit_id} never finished")
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """`gradaudit serve` with GRADAUDIT_AUTH=on and a key made by `gradaudit keys create`."""
+    tmp_path = tmp_path_factory.mktemp("contract")
+    created = subprocess.run([*CLI, "keys", "--data-dir", str(tmp_path / "data"), "create", "--name", "fuzz"],
+                             env=environment(), capture_output=True, text=True, timeout=120, check=True)
+    url, process, log_path = start_serve(tmp_path, environment(GRADAUDIT_AUTH="on"))
+    try:
+        running = Live(url, created.stdout.strip())
+        # Real audits, so the list, the audit, its report and its layers are fuzzed on rows, not only on 404s.
+        running.audits = {
+            "succeeded": running.finished_audit(save_onnx(mlp(2, nn.ReLU), tmp_path / "net.onnx"),
+                                                '{"input_shapes": {"x": [4, 32]}}'),
+            # TorchScript declares no input shapes: input_shape_required.
+            "failed": running.finished_audit(save_torchscript(mlp(2, nn.ReLU), tmp_path / "net.pt"), "{}"),
+        }
+        yield running
+    finally:
+        stop(process)
+    assert "Traceback" not in log_path.read_text(errors="replace"), log_path.read_text(errors="replace")[-4000:]
+
+
+def fuzz(live: Live, operation, headers: dict[str, str] | None, mode=schemathesis.GenerationMode.POSITIVE) -> set[int]:
+    """EXAMPLES generated requests to one operation, each answer put through every check; the statuses seen."""
+    seen: set[int] = set()
+
+    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def one(case):
+        seen.add(case.call_and_validate(base_url=live.url, headers=headers, checks=CHECKS, timeout=30).status_code)
+    one()
+    return seen
+
+
+def test_the_served_document_is_the_one_fuzzed(live):
+    assert live.document == json.loads(json.dumps(DOCUMENT))
+    assert sorted(operation.ok().label for operation in live.schema.get_all_operations()) == \
+        sorted(f"{method} {path}" for method, path in OPERATIONS)
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
+def test_every_operation_keeps_the_contract_with_a_key(live, method, path):
+    seen = fuzz(live, live.operation(method, path), live.headers)
+    print(method, path, sorted(seen))
+    assert 401 not in seen and seen, seen
+
+
+@pytest.mark.parametrize(("method", "path"), SECURED, ids=[f"{m} {p}" for m, p in SECURED])
+def test_every_secured_operation_keeps_the_contract_without_a_key(live, method, path):
+    assert fuzz(live, live.operation(method, path), None) == {401}
+
+
+@pytest.mark.parametrize(("method", "path"), SECURED, ids=[f"{m} {p}" for m, p in SECURED])
+def test_invalid_requests_get_a_documented_answer(live, method, path):
+    seen = fuzz(live, live.operation(method, path), live.headers,
+                schemathesis.GenerationMode.NEGATIVE)
+    print(method, path, sorted(seen))
+    # Negative cases also mangle the Authorization header (a 401, documented); the rest reach the views.
+    assert seen - {401} and all(status < 500 for status in seen), seen
+
+
+AUDIT_OPERATIONS = [path for method, path in OPERATIONS if "{audit_id}" in path]
+
+
+@pytest.mark.parametrize("path", AUDIT_OPERATIONS)
+@pytest.mark.parametrize("outcome", ["succeeded", "failed"])
+def test_a_finished_audit_is_answered_as_documented(live, path, outcome):
+    case = live.operation("GET", path).Case(path_parameters={"audit_id": live.audits[outcome]})
+    response = case.call_and_validate(base_url=live.url, headers=live.headers, checks=CHECKS, timeout=30)
+    assert response.status_code == (200 if outcome == "succeeded" or path == "/v1/audits/{audit_id}" else 422)
+
+
+def test_the_list_of_finished_audits_is_answered_as_documented(live):
+    seen = fuzz(live, live.operation("GET", "/v1/audits"), live.headers)
+    listed = requests.get(f"{live.url}/v1/audits", headers=live.headers, timeout=10).json()
+    assert 200 in seen and {item["id"] for item in listed["items"]} >= set(live.audits.values())
