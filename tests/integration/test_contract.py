@@ -74,9 +74,9 @@ def live(tmp_path_factory):
     try:
         running = Live(url, created.stdout.strip())
         # Real audits, so the list, the audit, its report and its layers are fuzzed on rows, not only on 404s.
+        running.network = save_onnx(mlp(2, nn.ReLU), tmp_path / "net.onnx")
         running.audits = {
-            "succeeded": running.finished_audit(save_onnx(mlp(2, nn.ReLU), tmp_path / "net.onnx"),
-                                                '{"input_shapes": {"x": [4, 32]}}'),
+            "succeeded": running.finished_audit(running.network, '{"input_shapes": {"x": [4, 32]}}'),
             # TorchScript declares no input shapes: input_shape_required.
             "failed": running.finished_audit(save_torchscript(mlp(2, nn.ReLU), tmp_path / "net.pt"), "{}"),
         }
@@ -86,14 +86,17 @@ def live(tmp_path_factory):
     assert "Traceback" not in log_path.read_text(errors="replace"), log_path.read_text(errors="replace")[-4000:]
 
 
-def fuzz(live: Live, operation, headers: dict[str, str] | None, mode=schemathesis.GenerationMode.POSITIVE) -> set[int]:
-    """EXAMPLES generated requests to one operation, each answer put through every check; the statuses seen."""
+def fuzz(live: Live, operation, headers: dict[str, str] | None, mode=schemathesis.GenerationMode.POSITIVE,
+         prepare=lambda case: None) -> set[int]:
+    """EXAMPLES generated requests to one operation (each first given to prepare), each answer put through every
+    check; the statuses seen."""
     seen: set[int] = set()
 
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy(generation_mode=mode))
     def one(case):
+        prepare(case)
         seen.add(case.call_and_validate(base_url=live.url, headers=headers, checks=CHECKS, timeout=30).status_code)
     one()
     return seen
@@ -141,3 +144,27 @@ def test_the_list_of_finished_audits_is_answered_as_documented(live):
     seen = fuzz(live, live.operation("GET", "/v1/audits"), live.headers)
     listed = requests.get(f"{live.url}/v1/audits", headers=live.headers, timeout=10).json()
     assert 200 in seen and {item["id"] for item in listed["items"]} >= set(live.audits.values())
+
+
+def test_fuzzed_options_beside_a_real_network_are_answered_as_documented(live):
+    def real_network(case):
+        case.body["model"] = live.network.read_bytes()
+
+    seen = fuzz(live, live.operation("POST", "/v1/audits"), live.headers, prepare=real_network)
+    print("POST /v1/audits, a real network", sorted(seen))
+    # Generated options are mostly no AuditOptions (invalid_options); "{}" and the like queue an audit.
+    assert 400 in seen and seen <= {202, 400, 413, 429}, seen
+
+
+def test_the_checks_catch_a_document_that_lies_about_the_answers(live):
+    lying = json.loads(json.dumps(live.document))
+    del lying["paths"]["/v1/audits/{audit_id}"]["get"]["responses"]["404"]
+    lying["components"]["schemas"]["AuditPage"]["required"] = ["no_such_field"]
+    schema = schemathesis.openapi.from_dict(lying)
+    lies = (("/v1/audits/{audit_id}", {"audit_id": "nope"}, "Undocumented status code"),
+            ("/v1/audits", None, "Response violates schema"))
+    for path, parameters, caught in lies:
+        case = schema[path]["GET"].Case(path_parameters=parameters)
+        with pytest.raises(schemathesis.errors.FailureGroup) as failures:
+            case.call_and_validate(base_url=live.url, headers=live.headers, checks=CHECKS, timeout=30)
+        assert caught in str(failures.value), failures.value
