@@ -85,3 +85,13 @@ def test_taps_leave_the_graph_as_it_was(mlp_pt2):
     audit_network(mlp_pt2, options=AuditOptions(), device="cpu")
     result = audit_network(mlp_pt2, options=AuditOptions(), device="cpu")
     assert str(network.module.graph) == before and len(result.layers) == 5
+
+
+def test_submodule_names_that_are_not_identifiers_load_as_torchscript_names_them(tmp_path):
+    # torchvision's RegNet names its blocks "block1-0" through add_module; the screen must take such paths.
+    network = nn.Sequential()
+    network.add_module("block1-0", nn.Linear(6, 4))
+    network.add_module("act", nn.ReLU())
+    pt2, script = _same_network_both_ways(network.eval(), torch.randn(8, 6), tmp_path)
+    assert _names(taps_for(pt2)) == _names(taps_for(script))
+    assert "block1-0.weight" in dict(pt2.module.named_parameters())

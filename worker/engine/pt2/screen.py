@@ -16,7 +16,7 @@ from gradaudit.errors import AuditError
 from worker.engine.allowed_operators import refuse_unsafe_operators
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_QUALIFIED = re.compile(r"([A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*)?")
+_QUALIFIED = re.compile(r"([A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*)?")  # add_module allows "block1-0" (RegNet)
 _MODULE_STACK = re.compile(r"[\w.,;<>@\[\]()' -]*")
 _DEVICE = re.compile(r"[a-z]+")
 # sympy expressions as torch prints shapes: symbols (s0, u3), numbers, arithmetic, and the functions listed.
