@@ -115,9 +115,10 @@ def test_every_operation_keeps_the_contract_with_a_key(live, method, path):
     assert 401 not in seen and seen, seen
 
 
+@pytest.mark.parametrize("headers", [None, {"Authorization": "Bearer ga_not-a-key"}], ids=["no key", "a wrong key"])
 @pytest.mark.parametrize(("method", "path"), SECURED, ids=[f"{m} {p}" for m, p in SECURED])
-def test_every_secured_operation_keeps_the_contract_without_a_key(live, method, path):
-    assert fuzz(live, live.operation(method, path), None) == {401}
+def test_every_secured_operation_keeps_the_contract_without_a_valid_key(live, method, path, headers):
+    assert fuzz(live, live.operation(method, path), headers) == {401}
 
 
 @pytest.mark.parametrize(("method", "path"), SECURED, ids=[f"{m} {p}" for m, p in SECURED])
