@@ -150,3 +150,20 @@ def _tangles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_import_graph_of_our_own_modules_has_no_cycles():
     assert _tangles(_own_graph()) == []
+
+
+def _test_imports(path: Path) -> list[str]:
+    """The `tests.` modules a test file imports, other than the shared helpers and fixtures."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = [alias.name for node in _import_nodes(tree) if isinstance(node, ast.Import) for alias in node.names]
+    names += [node.module or "" for node in _import_nodes(tree) if isinstance(node, ast.ImportFrom) and not node.level]
+    return [name for name in names if _within(name, "tests") and not _within(name, "tests.support")
+            and not name.endswith(".conftest")]
+
+
+def test_no_test_imports_another_test():
+    # Shared helpers live in tests/support/ (networks, served stacks, problem assertions), so a test module can be
+    # changed, moved or deleted without breaking another.
+    offenders = {str(path.relative_to(ROOT)): found for path in sorted((ROOT / "tests").rglob("*.py"))
+                 if (found := _test_imports(path))}
+    assert offenders == {}

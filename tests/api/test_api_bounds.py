@@ -11,8 +11,8 @@ import pytest
 from api import create_app
 from api.audits import MAX_OFFSET, MAX_OPTIONS_BYTES
 from models import audits as audit_rows
-from tests.api.test_api_submit import assert_problem, audit_count, stored_files
 from tests.support.bombs import GIB, many_member_zip, tar_gz_bomb
+from tests.support.problems import assert_problem, audit_count, stored_files
 
 
 @pytest.mark.parametrize("offset", ["9223372036854775808", str(MAX_OFFSET + 1), "-1", "1" * 5000, "1e3", ""])

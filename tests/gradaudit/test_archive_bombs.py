@@ -12,7 +12,7 @@ import pytest
 
 from gradaudit import archives
 from gradaudit.archives import ArchiveRefused, extract_onnx_archive
-from tests.gradaudit.test_archives import ONNX_STUB, _tar, _zip
+from tests.support.archive_files import ONNX_STUB, tar_of, zip_of
 from tests.support.bombs import GIB, tar_gz_bomb
 
 MAX_TOTAL = 4 * GIB  # the default GRADAUDIT_MAX_EXTRACTED_MB
@@ -66,11 +66,11 @@ def test_a_zip_member_holding_more_than_it_declares_is_refused(tmp_path):
 
 
 def test_a_tar_with_too_many_members_stops_listing_at_the_cap(tmp_path):
-    path = _tar(tmp_path / "many.tar", {"net.onnx": ONNX_STUB, **{f"{i}.data": b"" for i in range(50)}})
+    path = tar_of(tmp_path / "many.tar", {"net.onnx": ONNX_STUB, **{f"{i}.data": b"" for i in range(50)}})
     refused = _refused(path, tmp_path, max_members=10)
     assert refused.code == "archive_too_large" and "more than 10 members" in refused.detail
 
 
 def test_an_honest_archive_is_still_extracted(tmp_path):
-    path = _zip(tmp_path / "ok.zip", {"net.onnx": ONNX_STUB, "net.onnx.data": bytes(range(256)) * 64})
+    path = zip_of(tmp_path / "ok.zip", {"net.onnx": ONNX_STUB, "net.onnx.data": bytes(range(256)) * 64})
     assert extract_onnx_archive(path, tmp_path / "out", max_total_bytes=MAX_TOTAL).name == "net.onnx"

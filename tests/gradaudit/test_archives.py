@@ -4,35 +4,16 @@ from __future__ import annotations
 
 import io
 import tarfile
-import zipfile
-from pathlib import Path
 
 import pytest
 
 from gradaudit.archives import ArchiveRefused, extract_onnx_archive, opened_network, safe_relative_path
 from gradaudit.formats import UnsupportedFormat, network_format, sniff_format
-
-ONNX_STUB = b"\x08\x07\x3a\x00"  # ir_version 7, an empty graph: enough for sniffing and extraction
-
-
-def _zip(path: Path, members: dict[str, bytes]) -> Path:
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return path
+from tests.support.archive_files import ONNX_STUB, tar_of, zip_of
 
 
-def _tar(path: Path, members: dict[str, bytes], mode: str = "w") -> Path:
-    with tarfile.open(path, mode) as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return path
-
-
-@pytest.mark.parametrize("build, name", [(_zip, "a.zip"), (_tar, "a.tar"),
-                                         (lambda p, m: _tar(p, m, "w:gz"), "a.tar.gz")])
+@pytest.mark.parametrize("build, name", [(zip_of, "a.zip"), (tar_of, "a.tar"),
+                                         (lambda p, m: tar_of(p, m, "w:gz"), "a.tar.gz")])
 def test_an_archive_holding_an_onnx_file_sniffs_as_onnx_archive(tmp_path, build, name):
     path = build(tmp_path / name, {"net/net.onnx": ONNX_STUB, "net/net.onnx.data": b"\0" * 64})
     with path.open("rb") as stream:
@@ -41,13 +22,13 @@ def test_an_archive_holding_an_onnx_file_sniffs_as_onnx_archive(tmp_path, build,
 
 
 def test_archives_without_an_onnx_file_are_refused(tmp_path):
-    for path in (_zip(tmp_path / "a.zip", {"notes.txt": b"hi"}), _tar(tmp_path / "a.tar", {"notes.txt": b"hi"})):
+    for path in (zip_of(tmp_path / "a.zip", {"notes.txt": b"hi"}), tar_of(tmp_path / "a.tar", {"notes.txt": b"hi"})):
         with path.open("rb") as stream, pytest.raises(UnsupportedFormat):
             sniff_format(stream)
 
 
 def test_extraction_writes_the_files_and_returns_the_onnx_path(tmp_path):
-    archive = _zip(tmp_path / "a.zip", {"net/net.onnx": ONNX_STUB, "net/net.onnx.data": b"w" * 100})
+    archive = zip_of(tmp_path / "a.zip", {"net/net.onnx": ONNX_STUB, "net/net.onnx.data": b"w" * 100})
 
     onnx_path = extract_onnx_archive(archive, tmp_path / "out", max_total_bytes=10_000)
 
@@ -64,7 +45,7 @@ def test_escaping_member_names_are_refused(name):
 
 
 def test_a_path_traversal_archive_writes_nothing_outside(tmp_path):
-    archive = _tar(tmp_path / "a.tar", {"net.onnx": ONNX_STUB, "../escaped": b"x"})
+    archive = tar_of(tmp_path / "a.tar", {"net.onnx": ONNX_STUB, "../escaped": b"x"})
 
     with pytest.raises(ArchiveRefused) as refused:
         extract_onnx_archive(archive, tmp_path / "out", max_total_bytes=10_000)
@@ -89,8 +70,8 @@ def test_links_are_refused(tmp_path):
 
 
 def test_size_and_member_limits_hold(tmp_path):
-    big = _zip(tmp_path / "big.zip", {"net.onnx": ONNX_STUB, "w.data": b"\0" * 5000})
-    many = _zip(tmp_path / "many.zip", {"net.onnx": ONNX_STUB, **{f"{i}.data": b"" for i in range(20)}})
+    big = zip_of(tmp_path / "big.zip", {"net.onnx": ONNX_STUB, "w.data": b"\0" * 5000})
+    many = zip_of(tmp_path / "many.zip", {"net.onnx": ONNX_STUB, **{f"{i}.data": b"" for i in range(20)}})
 
     with pytest.raises(ArchiveRefused) as too_big:
         extract_onnx_archive(big, tmp_path / "out1", max_total_bytes=1000)
@@ -101,14 +82,14 @@ def test_size_and_member_limits_hold(tmp_path):
 
 
 def test_exactly_one_onnx_file_is_required(tmp_path):
-    two = _zip(tmp_path / "two.zip", {"a.onnx": ONNX_STUB, "b.onnx": ONNX_STUB})
+    two = zip_of(tmp_path / "two.zip", {"a.onnx": ONNX_STUB, "b.onnx": ONNX_STUB})
     with pytest.raises(ArchiveRefused) as refused:
         extract_onnx_archive(two, tmp_path / "out", max_total_bytes=10_000)
     assert refused.value.code == "invalid_archive"
 
 
 def test_opened_network_removes_the_extraction_folder(tmp_path):
-    archive = _zip(tmp_path / "a.zip", {"net.onnx": ONNX_STUB})
+    archive = zip_of(tmp_path / "a.zip", {"net.onnx": ONNX_STUB})
     work = tmp_path / "work"
 
     with opened_network(archive, "onnx_archive", work, max_total_bytes=10_000) as (path, fmt, data_dir):

@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
 from torch import nn
 
 from api.openapi import DOCUMENT
-from tests.integration.test_serve_keys import CLI, environment, start_serve, stop
+from tests.support.keyed_serve import CLI, environment, start_serve, stop
 from tests.support.stack import mlp, save_onnx, save_torchscript
 
 pytestmark = pytest.mark.integration

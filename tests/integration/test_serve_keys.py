@@ -3,56 +3,16 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
-import time
 
 import pytest
 import requests
 from torch import nn
 
-from tests.support.ports import free_port
+from tests.support.keyed_serve import CLI, environment, start_serve, stop
 from tests.support.stack import mlp, save_onnx
 
 pytestmark = pytest.mark.integration
-
-CLI = [sys.executable, "-m", "cli.main"]
-CONFIGURED = ("DATABASE_URL", "CELERY_BROKER_URL", "GRADAUDIT_DATA_DIR", "GRADAUDIT_ARTIFACT_DIR", "GRADAUDIT_AUTH",
-              "GRADAUDIT_API_KEY", "GRADAUDIT_ENV")
-
-
-def environment(**extra: str) -> dict[str, str]:
-    """The environment of someone who configured nothing but `extra`."""
-    return {**{key: value for key, value in os.environ.items() if key not in CONFIGURED}, **extra}
-
-
-def start_serve(tmp_path, env: dict[str, str]):
-    """`gradaudit serve` on a free loopback port; (URL, process, log path) once /healthz answers 200."""
-    port, log_path = free_port(), tmp_path / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([*CLI, "serve", "--port", str(port), "--data-dir", str(tmp_path / "data")],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log_path.read_text()
-        try:
-            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return url, process, log_path
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    raise AssertionError(f"serve never became healthy:\n{log_path.read_text()[-3000:]}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM serve and wait for it."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        process.wait(60)
-
 
 def test_serve_on_loopback_says_auth_is_off(tmp_path):
     url, process, log_path = start_serve(tmp_path, environment())

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from tests.engine.pt2.conftest import save_pt2
-from tests.engine.torchscript.test_functional import EXAMPLE, WEIGHT_LAYERS, PassesOn, ReadTwice, audit_rows, swin_like
+from tests.support.functional_networks import EXAMPLE, WEIGHT_LAYERS, PassesOn, ReadTwice, audit_rows, swin_like
 from tests.support.networks import save_torchscript
 from worker.engine.pt2.load import load_exported_program
 from worker.engine.pt2.taps import layer_taps
