@@ -28,13 +28,13 @@ def clean_environment(**extra: str) -> dict[str, str]:
 class Served:
     """One `gradaudit serve` process on a free port, logging to a file in the test's folder."""
 
-    def __init__(self, tmp_path: Path, data_dir: Path, log_name: str = "serve.log"):
+    def __init__(self, tmp_path: Path, data_dir: Path, log_name: str = "serve.log", **environment: str):
         self.log_path = tmp_path / log_name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen([*CLI, "serve", "--port", str(self.port), "--data-dir", str(data_dir)],
-                                            env=clean_environment(**QUICK), stdout=log, stderr=subprocess.STDOUT,
+                                            env=clean_environment(**QUICK, **environment), stdout=log, stderr=subprocess.STDOUT,
                                             cwd=tmp_path)
 
     def log(self) -> str:
