@@ -189,6 +189,12 @@ def _archives() -> list[Case]:
                 "external_data_missing"),
         _failed("external_missing", cat, lambda g: _upload(onnx_bombs.external_weight("weights.bin")),
                 "external_data_missing"),
+        _failed("archived_external_dotdot", cat, lambda g: _upload(files.tar_of_network(
+            onnx_bombs.external_weight("../../../../etc/passwd"))), "external_data_unsafe"),
+        _failed("archived_external_absolute", cat, lambda g: _upload(files.tar_of_network(
+            onnx_bombs.external_weight(str(g.secret)))), "external_data_unsafe"),
+        _failed("archived_external_past_end", cat, lambda g: _upload(files.tar_of_network(
+            onnx_bombs.external_weight("weights.bin", offset=2**62, length=48), bytes(48))), "external_data_invalid"),
         _failed("external_huge_offset", cat,
                 lambda g: _upload(onnx_bombs.external_weight("weights.bin", offset=2**62, length=48)),
                 "external_data_missing"),

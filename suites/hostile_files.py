@@ -113,6 +113,12 @@ def tar_link_as_network(target: str, hard: bool = False) -> bytes:
     return _tar([(_member("net.onnx", tarfile.LNKTYPE if hard else tarfile.SYMTYPE, target), None)], True)
 
 
+def tar_of_network(network: bytes, weights: bytes | None = None) -> bytes:
+    """A .tar.gz of net.onnx (and weights.bin if given): the upload whose external references are confined."""
+    members = [(_member("net.onnx"), network)] + ([(_member("weights.bin"), weights)] if weights is not None else [])
+    return _tar(members, True)
+
+
 def zip_with(name: str) -> bytes:
     """A zip of a plain .onnx and a member named `name` (a traversal or absolute name)."""
     buffer = io.BytesIO()
