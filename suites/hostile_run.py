@@ -8,7 +8,7 @@ from pathlib import Path
 
 import requests
 
-from suites.hostile import Case, Ground, Request
+from suites.hostile import ALIVE, Case, Ground, Request
 
 FINAL = ("succeeded", "failed")
 
@@ -33,8 +33,10 @@ class Outcome:
             found.append(f"answered {self.post_status} {self.post_code}, expected {case.status} {case.code}")
         if case.final and (self.final_status, self.final_code) != case.final:
             found.append(f"audit ended {self.final_status} {self.final_code}, expected {case.final}")
-        found += [f"{what}" for what in (self.server_errors() and ["a 5xx answer"]) or []]
-        found += [f"{what}" for what in (self.leaks(ground) and ["a leak"]) or []]
+        if self.server_errors():
+            found.append("a 5xx answer")
+        if self.leaks(ground):
+            found.append("a leak: the planted secret in an answer, or a marker file written")
         return found
 
     def server_errors(self) -> int:
@@ -100,8 +102,6 @@ def run_corpus(url: str, cases: list[Case], ground: Ground, timeout_s: float = 2
 
 def plain_audit_succeeds(url: str, ground: Ground, timeout_s: float = 120) -> bool:
     """An ordinary small network submitted after the corpus audits: the worker is alive."""
-    from suites.hostile import ALIVE
-
     outcome = post(url, ALIVE, ground)
     follow(url, outcome, time.monotonic() + timeout_s)
     return outcome.final_status == "succeeded"
