@@ -15,7 +15,7 @@ from pathlib import Path
 from suites import hostile_files as files
 from suites import hostile_onnx as onnx_bombs
 from suites import hostile_torchscript as scripts
-from tests.support.bombs import many_member_tar, many_member_zip, tar_gz_bomb
+from suites.bombs import many_member_tar, many_member_zip, tar_gz_bomb
 
 SECRET = "gradaudit-hostile-secret-9d2b6a"
 SHAPE = json.dumps({"input_shapes": {"x": [2, 6]}})

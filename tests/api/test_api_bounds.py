@@ -11,7 +11,7 @@ import pytest
 from api import create_app
 from api.audits import MAX_OFFSET, MAX_OPTIONS_BYTES
 from models import audits as audit_rows
-from tests.support.bombs import GIB, many_member_zip, tar_gz_bomb
+from suites.bombs import GIB, many_member_zip, tar_gz_bomb
 from tests.support.problems import assert_problem, audit_count, stored_files
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from gradaudit import archives
 from gradaudit.archives import ArchiveRefused, extract_onnx_archive
+from suites.bombs import GIB, tar_gz_bomb
 from tests.support.archive_files import ONNX_STUB, tar_of, zip_of
-from tests.support.bombs import GIB, tar_gz_bomb
 
 MAX_TOTAL = 4 * GIB  # the default GRADAUDIT_MAX_EXTRACTED_MB
 

@@ -12,7 +12,7 @@ import pytest
 
 from gradaudit.formats import UnsupportedFormat, sniff_format
 from gradaudit.sniffing import MAX_SNIFFED_MEMBERS, zip_member_names
-from tests.support.bombs import GIB, many_member_tar, many_member_zip, tar_gz_bomb
+from suites.bombs import GIB, many_member_tar, many_member_zip, tar_gz_bomb
 
 
 def _peak_rss_mb() -> float:
