@@ -16,6 +16,7 @@ from torch import nn
 
 from gradaudit.errors import AuditError
 from gradaudit.options import AuditOptions
+from suites.hostile_torchscript import Forks, Prints, ReadsFile, Saves
 from tests.support.networks import mlp, save_torchscript
 from worker.engine.audit import audit_network
 from worker.engine.torchscript.load import load_torchscript
@@ -42,18 +43,6 @@ def _refused(path: Path) -> AuditError:
     return error
 
 
-class ReadsFile(nn.Module):
-    """forward adds the bytes of a file to its input: the leak of issue 12."""
-
-    def __init__(self, path: str, shared: bool = False):
-        super().__init__()
-        self.linear, self.path, self.shared = nn.Linear(6, 4), path, shared
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        leaked = torch.from_file(self.path, shared=self.shared, size=6, dtype=torch.uint8).float()
-        return self.linear(x + leaked)
-
-
 def test_from_file_is_refused_and_the_secret_never_read(tmp_path, secret):
     error = _refused(_scripted(ReadsFile(str(secret)), tmp_path / "reads.pt"))
     assert error.code == "unsafe_operator" and "'aten::from_file'" in error.detail
@@ -63,16 +52,6 @@ def test_a_shared_from_file_never_writes(tmp_path):
     marker = tmp_path / "written"
     error = _refused(_scripted(ReadsFile(str(marker), shared=True), tmp_path / "writes.pt"))
     assert error.code == "unsafe_operator" and "'aten::from_file'" in error.detail and not marker.exists()
-
-
-class Saves(nn.Module):
-    def __init__(self, path: str):
-        super().__init__()
-        self.linear, self.path = nn.Linear(6, 4), path
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        torch.save(x, self.path)
-        return self.linear(x)
 
 
 def test_save_is_refused_and_never_writes(tmp_path):
@@ -96,28 +75,9 @@ def test_torchvision_read_file_is_refused(tmp_path, secret):
     assert error.code == "unsafe_operator" and "'image::read_file'" in error.detail
 
 
-class Forks(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(6, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.jit.wait(torch.jit.fork(self.linear, x))
-
-
 def test_fork_and_wait_are_refused(tmp_path):
     error = _refused(_scripted(Forks(), tmp_path / "forks.pt"))
     assert error.code == "unsafe_operator" and "'prim::fork'" in error.detail and "'aten::wait'" in error.detail
-
-
-class Prints(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(6, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        print(x)
-        return self.linear(x)
 
 
 def test_print_is_refused(tmp_path):
