@@ -23,6 +23,17 @@ class TokenNetwork(nn.Module):
         return self.fc(hidden[:, -1])
 
 
+class TwoLayers(nn.Module):
+    """Linear, ReLU, Linear; input x of width 4."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out = nn.Linear(4, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.hidden(x)))
+
+
 class LogOfNegative(nn.Module):
     """A network whose forward takes the log of negative numbers, so loss and gradients are NaN."""
 

@@ -7,27 +7,16 @@ import io
 
 import pytest
 import torch
-from torch import nn
 
 from gradaudit.errors import AuditError
 from gradaudit.options import AuditOptions
 from models import audits as audit_rows
 from models.audits import Claim
+from tests.support.networks import TwoLayers
 from worker import runner
 from worker.context import build_context
 from worker.engine.audit import audit_network
 from worker.runner import execute_audit
-
-
-class TwoLayers(nn.Module):
-    """Linear, ReLU, Linear; input x of width 4."""
-
-    def __init__(self):
-        super().__init__()
-        self.hidden, self.out = nn.Linear(4, 8), nn.Linear(8, 3)
-
-    def forward(self, x):
-        return self.out(torch.relu(self.hidden(x)))
 
 
 @pytest.fixture

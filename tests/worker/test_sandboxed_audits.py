@@ -16,6 +16,7 @@ from gradaudit.errors import AuditError
 from gradaudit.options import AuditOptions
 from models import audits as audit_rows
 from models.audits import Claim
+from tests.support.networks import TwoLayers
 from tests.support.stack import mlp, save_onnx
 from worker.context import build_context
 from worker.engine.audit import audit_network
@@ -37,17 +38,6 @@ class Leaky(nn.Module):
     def forward(self, x):
         leaked = torch.from_file(self.path, size=self.size, dtype=torch.uint8).float()
         return self.out(x) + leaked[:3]
-
-
-class TwoLayers(nn.Module):
-    """Linear, ReLU, Linear; input x of width 4."""
-
-    def __init__(self):
-        super().__init__()
-        self.hidden, self.out = nn.Linear(4, 8), nn.Linear(8, 3)
-
-    def forward(self, x):
-        return self.out(torch.relu(self.hidden(x)))
 
 
 @pytest.fixture
