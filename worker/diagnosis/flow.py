@@ -28,11 +28,6 @@ def detect(ctx: Context) -> list[dict]:
     return []
 
 
-def trends(ctx: Context) -> tuple[Trend | None, Trend | None]:
-    """The gradient and activation trends, for detectors that weigh causes against them."""
-    return gradient_trend(ctx.weights), activation_trend(ctx.weights)
-
-
 def _normalised_trend(ctx: Context, change: float) -> Trend | None:
     """The trend over the weight layers normalised next, where it carries at least EXPLAINED of the growth."""
     normalised = ctx.normalised()

@@ -29,7 +29,7 @@ def network_facts(network: LoadedNetwork, module: torch.nn.Module, layers: list[
             layers=records, roles=roles, loss_finite=loss_finite, op_counts=network.op_counts,
             weight_nonfinite=weight_nonfinite, weights=weight_facts(module, layers, roles),
             recurrences={**recurrences(module, layers, roles, numels, batch_size),
-                         **unrolled_recurrences(network.unrolled_steps, records)},
+                         **observed_recurrences(network.unrolled_steps, records)},
             structure=network.structure, batch_size=batch_size)
 
 
@@ -98,7 +98,7 @@ def recurrences(module: torch.nn.Module, layers: list[Layer], roles: dict[str, L
     return found
 
 
-def unrolled_recurrences(steps: dict[str, list[str]], records: list[LayerRecord]) -> dict[str, RecurrenceFacts]:
+def observed_recurrences(steps: dict[str, list[str]], records: list[LayerRecord]) -> dict[str, RecurrenceFacts]:
     """Per plain recurrence an exporter unrolled (by module path): log10 of the mean norm of dL/dh_t as the probe
     observed it at each step's hidden state, from the last step back to the first."""
     by_name = {r.name: r for r in records}
