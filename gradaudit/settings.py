@@ -25,6 +25,7 @@ ENVIRONMENT_VARIABLES = {
     "GRADAUDIT_STALE_AFTER_S": "stale_after_s",
     "GRADAUDIT_DEVICE": "device",
     "GRADAUDIT_AUDIT_MEMORY_MB": "audit_memory_mb",
+    "GRADAUDIT_WORKER_CONCURRENCY": "worker_concurrency",
     "GRADAUDIT_SANDBOX_USER": "sandbox_user",
     "GRADAUDIT_AUTH": "auth",
     "GRADAUDIT_MAX_ACTIVE_AUDITS_PER_KEY": "max_active_audits_per_key",
@@ -50,6 +51,7 @@ class Settings(BaseModel):
     stale_after_s: float = Field(default=30.0, gt=0)
     device: str = "auto"
     audit_memory_mb: int | None = Field(default=None, gt=0)  # None: half the machine's memory
+    worker_concurrency: int | None = Field(default=None, ge=1)  # None: worker/capacity.py decides
     sandbox_user: str = "gradaudit-sandbox"
     # None: on, except where `gradaudit serve` binds to loopback only (it then sets False and says so).
     auth: bool | None = None

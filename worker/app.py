@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import signal
 import sys
 
@@ -11,10 +12,12 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from gradaudit.queue import make_celery
 from gradaudit.settings import Settings
+from worker.capacity import audit_slots, this_machine, threads_per_audit
 from worker.context import build_context
 from worker.liveness import WorkerBeacon
 from worker.watchdog import Watchdog
 
+logger = logging.getLogger(__name__)
 _threads: list[Watchdog | WorkerBeacon] = []
 PR_SET_PDEATHSIG = 1
 # Resolved once in the main process; a pool process only calls it.
@@ -25,11 +28,15 @@ def make_worker_celery(settings: Settings) -> Celery:
     """The Celery app a worker runs, with the audit task registered."""
     celery = make_celery(settings)
     celery.conf.include = ["worker.tasks"]
-    celery.conf.worker_concurrency = 1  # one audit per worker: each may use all the GPU's memory
+    machine = this_machine()
+    slots = audit_slots(settings, machine)
+    celery.conf.worker_concurrency = slots
     celery.conf.worker_proc_alive_timeout = 120  # a pool process imports torch before it says it is up
 
     @worker_ready.connect(weak=False)
     def _start_threads(**_kwargs) -> None:
+        logger.info("gradaudit worker: %d audit(s) at once, %d CPU thread(s) each", slots,
+                    threads_per_audit(slots, machine))
         for thread in (Watchdog(build_context(settings), celery), WorkerBeacon(settings, celery)):
             thread.start()
             _threads.append(thread)
@@ -39,7 +46,7 @@ def make_worker_celery(settings: Settings) -> Celery:
         # Each audit forks from this pool process: torch and the adapters load once here, outside any time limit.
         from worker.runner import preload_engine
 
-        preload_engine()
+        preload_engine(threads_per_audit(slots, machine))
 
     @worker_shutdown.connect(weak=False)
     def _stop_threads(**_kwargs) -> None:

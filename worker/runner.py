@@ -104,12 +104,18 @@ def run_artifact(path: Path, network_format: str, *, options: AuditOptions, inpu
 
 
 @lru_cache(maxsize=1)
-def preload_engine() -> None:
+def preload_engine(threads: int | None = None) -> None:
     """Import the engine and every format adapter once in this process, so each audit's child starts warm (a
-    fork). The worker calls it as each pool process starts, before any time limit runs."""
+    fork). The worker calls it as each pool process starts, before any time limit runs, with its share of the
+    CPUs (`threads`; None keeps torch's default), which each audit's child inherits."""
     import encodings
     import importlib
     import pkgutil
+
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
 
     for adapter in ("worker.engine.audit", "worker.engine.onnx", "worker.engine.torchscript", "worker.engine.pt2"):
         importlib.import_module(adapter)

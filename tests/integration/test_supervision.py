@@ -18,6 +18,8 @@ pytestmark = pytest.mark.integration
 
 TINY_OPTIONS = '{"input_shapes": {"x": [2, 32]}}'
 QUEUED_BEHIND = 3
+# One audit at a time, so the tiny audits wait in the queue behind the slow one while something is killed.
+ONE_SLOT = {"GRADAUDIT_WORKER_CONCURRENCY": "1"}
 
 
 @pytest.fixture
@@ -30,7 +32,7 @@ def networks(tmp_path):
 @pytest.fixture
 def served(tmp_path):
     """`gradaudit serve` on an empty data dir, ready (a worker seen)."""
-    running = Served(tmp_path, tmp_path / "data")
+    running = Served(tmp_path, tmp_path / "data", **ONE_SLOT)
     try:
         running.wait_ready()
         yield running
@@ -131,7 +133,7 @@ def test_a_post_while_redis_is_down_is_kept_and_runs_later(served, networks):
 
 
 def test_a_killed_serve_loses_nothing_once_started_again(networks, tmp_path):
-    first = Served(tmp_path, tmp_path / "data")
+    first = Served(tmp_path, tmp_path / "data", **ONE_SLOT)
     try:
         first.wait_ready()
         ids = _running_with_queue(first, networks)
@@ -143,7 +145,7 @@ def test_a_killed_serve_loses_nothing_once_started_again(networks, tmp_path):
     finally:
         first.stop()
 
-    second = Served(tmp_path, tmp_path / "data", log_name="serve-again.log")
+    second = Served(tmp_path, tmp_path / "data", log_name="serve-again.log", **ONE_SLOT)
     try:
         second.wait_ready()
         _all_succeed(second, ids)
