@@ -8,7 +8,7 @@ from flask import Blueprint, request, url_for
 from pydantic import ValidationError
 from werkzeug.datastructures import FileStorage
 
-from api.auth import authenticate, caller, check_active_limit
+from api.auth import authenticate, caller, check_active_limit, create_owned_audit
 from api.problems import failed_audit_problem, problem
 from api.services import services
 from api.views import audit_json, page_json
@@ -42,10 +42,10 @@ def submit_audit():
     inputs_sha256 = _stored_inputs()
     artifact = _store(upload)
     with services().sessions() as db_session:
-        audit = audit_rows.create_audit(
-            db_session=db_session, artifact_sha256=artifact.sha256, artifact_format=network_format,
+        audit = create_owned_audit(
+            db_session, artifact_sha256=artifact.sha256, artifact_format=network_format,
             artifact_size=artifact.size, filename=(upload.filename or None), inputs_sha256=inputs_sha256,
-            options=options.model_dump(), owner_key_id=caller().key_id,
+            options=options.model_dump(),
         )
         _enqueue(db_session, audit.id)
         db_session.refresh(audit)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import g, request
+from sqlalchemy.orm import Session
 
 from api.problems import problem
 from api.services import services
@@ -67,14 +68,32 @@ def caller() -> Caller:
 
 
 def check_active_limit() -> None:
-    """429 with Retry-After when the caller's key already has its most queued and running audits."""
+    """429 with Retry-After when the caller's key already has its most queued and running audits: checked
+    before the upload is stored; create_owned_audit enforces it again, atomically, when the audit is inserted."""
     key_id, most = caller().key_id, services().settings.max_active_audits_per_key
     if key_id is None:
         return
     with services().sessions() as db_session:
         active = audit_rows.count_active_audits(db_session=db_session, owned_by=key_id)
     if active >= most:
-        raise problem("too_many_active_audits",
-                      f"this key has {active} audits queued or running; the limit is {most} "
-                      "(GRADAUDIT_MAX_ACTIVE_AUDITS_PER_KEY)",
-                      headers={"Retry-After": str(RETRY_AFTER_S)})
+        raise _too_many_active_audits(most)
+
+
+def create_owned_audit(db_session: Session, **fields) -> Audit:
+    """Insert the caller's queued audit, within its key's limit of active audits (429 past it)."""
+    key_id = caller().key_id
+    if key_id is None:
+        return audit_rows.create_audit(db_session=db_session, owner_key_id=None, **fields)
+    most = services().settings.max_active_audits_per_key
+    audit = audit_rows.create_audit_within_limit(db_session=db_session, owner_key_id=key_id, most_active=most,
+                                                 **fields)
+    if audit is None:
+        raise _too_many_active_audits(most)
+    return audit
+
+
+def _too_many_active_audits(most: int):
+    return problem("too_many_active_audits",
+                   f"this key already has {most} audits queued or running, its limit "
+                   "(GRADAUDIT_MAX_ACTIVE_AUDITS_PER_KEY)",
+                   headers={"Retry-After": str(RETRY_AFTER_S)})

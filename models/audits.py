@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
-from models.tables import Audit, AuditStatus, LayerBatchRow, LayerRow, as_utc, utcnow
+from models.tables import ApiKey, Audit, AuditStatus, LayerBatchRow, LayerRow, as_utc, utcnow
 
 QUEUED, RUNNING = AuditStatus.QUEUED.value, AuditStatus.RUNNING.value
 SUCCEEDED, FAILED = AuditStatus.SUCCEEDED.value, AuditStatus.FAILED.value
@@ -35,6 +35,18 @@ def create_audit(*, db_session: Session, **fields: Any) -> Audit:
     db_session.add(audit)
     db_session.commit()
     return audit
+
+
+def create_audit_within_limit(*, db_session: Session, owner_key_id: str, most_active: int,
+                              **fields: Any) -> Audit | None:
+    """Insert and commit a queued audit for this key unless the key already has `most_active` audits queued or
+    running; None then. The key's row is written before counting: that serialises concurrent submissions of one
+    key (a row lock in PostgreSQL, the write lock in SQLite), so two of them cannot both count below the limit."""
+    db_session.execute(update(ApiKey).where(ApiKey.id == owner_key_id).values(name=ApiKey.name))
+    if count_active_audits(db_session=db_session, owned_by=owner_key_id) >= most_active:
+        db_session.rollback()
+        return None
+    return create_audit(db_session=db_session, owner_key_id=owner_key_id, **fields)
 
 
 def get_audit(*, db_session: Session, audit_id: str) -> Audit | None:
