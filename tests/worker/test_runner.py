@@ -91,6 +91,30 @@ def test_an_engine_crash_is_a_coded_failure_without_internals(context):
     assert "secret" not in audit.error_detail
 
 
+# Allocation failures from user-controlled shapes used to be stored as internal_error; each way the engine can
+# meet one is the network's resource_limit_exceeded, final at the first attempt.
+ALLOCATION_FAILURES = {
+    "python": MemoryError(),
+    "torch": RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                          "you tried to allocate 8000000000000 bytes"),
+    "coded_by_the_engine": AuditError("forward_failed", "the forward pass failed: std::bad_alloc"),
+}
+
+
+@pytest.mark.parametrize("failure", ALLOCATION_FAILURES.values(), ids=ALLOCATION_FAILURES.keys())
+def test_an_allocation_the_engine_could_not_make_is_resource_limit_exceeded(context, failure):
+    audit_id = _queued_audit(context, {"input_shapes": {"x": [2, 4]}})
+
+    def allocating_engine(*_args, **_kwargs):
+        raise failure
+
+    execute_audit(audit_id, context=context, run_engine=allocating_engine)
+
+    audit, _ = _row(context, audit_id)
+    assert (audit.status, audit.error_code, audit.attempts) == ("failed", "resource_limit_exceeded", 1)
+    assert "GRADAUDIT_AUDIT_MEMORY_MB" in audit.error_detail
+
+
 def test_a_vanished_artifact_is_a_coded_failure(context):
     audit_id = _queued_audit(context, {"input_shapes": {"x": [2, 4]}})
     audit, _ = _row(context, audit_id)
