@@ -40,6 +40,7 @@ ERRORS: dict[str, ErrorCode] = {
     "invalid_torchscript": ErrorCode(422, "Not a loadable TorchScript archive"),
     "invalid_exported_program": ErrorCode(422, "Not a loadable torch.export archive"),
     "unsupported_operator": ErrorCode(422, "Unsupported operator"),
+    "unsupported_opset": ErrorCode(422, "Unsupported opset"),
     "unsafe_operator": ErrorCode(422, "Operator outside the allowlist"),
     "conversion_failed": ErrorCode(422, "ONNX conversion failed"),
     "conversion_mismatch": ErrorCode(422, "The converted network disagrees with onnxruntime"),

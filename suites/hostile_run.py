@@ -24,6 +24,7 @@ class Outcome:
     final_status: str | None = None
     final_code: str | None = None
     report_status: int | None = None
+    finding_codes: list[str] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
 
     def problems(self, ground: Ground) -> list[str]:
@@ -33,6 +34,8 @@ class Outcome:
             found.append(f"answered {self.post_status} {self.post_code}, expected {case.status} {case.code}")
         if case.final and (self.final_status, self.final_code) != case.final:
             found.append(f"audit ended {self.final_status} {self.final_code}, expected {case.final}")
+        if case.finding and case.finding not in self.finding_codes:
+            found.append(f"the report's findings {self.finding_codes} lack {case.finding}")
         if self.server_errors():
             found.append("a 5xx answer")
         if self.leaks(ground):
@@ -87,6 +90,8 @@ def follow(url: str, outcome: Outcome, deadline: float) -> None:
             report = requests.get(f"{url}/v1/audits/{outcome.audit_id}/report", timeout=30)
             outcome.report_status = report.status_code
             outcome.bodies.append(report.content)
+            if report.status_code == 200:
+                outcome.finding_codes = [finding["code"] for finding in report.json()["findings"]]
             return
         time.sleep(0.3)
 

@@ -50,6 +50,7 @@ def read_onnx(path: Path, external_data_dir: Path | None = None) -> OnnxGraph:
     """Read and validate an ONNX artifact's graph; its weights stay in their files until convert_graph."""
     proto = read_without_weights(path)
     _check(proto)  # before locating: the checker refuses the absolute paths external references get there
+    _refuse_unknown_opset(proto)
     locate_external_data(proto, external_data_dir, own_file=path)
     refuse_unsupported(proto.graph, computing_only=True)
     refuse_oversized(proto, memory_budget())  # before a weight is read or a node run
@@ -110,6 +111,15 @@ def _check(proto: onnx.ModelProto) -> None:
         onnx.checker.check_model(skeleton(proto))
     except Exception as exc:
         raise AuditError("invalid_onnx", one_line(exc, 300)) from None
+
+
+def _refuse_unknown_opset(proto: onnx.ModelProto) -> None:
+    """An opset past the newest onnx knows is one whose operators' meaning we cannot know (the checker lets it
+    through): converting it by the meaning of today's operators would audit a guess."""
+    declared, newest = _opset(proto), onnx.defs.onnx_opset_version()
+    if declared is not None and declared > newest:
+        raise AuditError("unsupported_opset", f"the network declares ai.onnx opset {declared}; the newest this "
+                                              f"server knows is {newest}: export it at opset {newest} or lower")
 
 
 def skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:

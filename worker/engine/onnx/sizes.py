@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 import onnx
-from onnx import TensorProto
+from onnx import TensorProto, numpy_helper
 
 from worker.engine.onnx.external_data import external_tensors
 from worker.engine.sizes import declared_bytes, refuse_past_budget, refuse_total_past_budget
@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 # Integer constants up to this many elements stay in the graph shape inference reads: shapes and the like.
 _SHAPE_CONSTANT_ELEMENTS = 64
 _INTEGER_TYPES = (TensorProto.INT64, TensorProto.INT32)
+# The input holding each op's target: Expand's shape, Tile's repeats, Resize's sizes.
+_TARGET_INPUT = {"Expand": 1, "Tile": 1, "Resize": 3}
 
 
 def refuse_oversized(proto: onnx.ModelProto, budget: int) -> None:
@@ -30,11 +32,27 @@ def refuse_oversized(proto: onnx.ModelProto, budget: int) -> None:
         refuse_past_budget(f"initializer {tensor.name!r}", tensor.dims, _itemsize(tensor.data_type), budget)
         total += declared_bytes(tensor.dims, _itemsize(tensor.data_type))
     refuse_total_past_budget("the initializers together", total, budget)
-    for value in _inferred_values(proto):
+    inferred = _inferred_values(proto)
+    for value in inferred:
         shape = _static_shape(value)
         if shape is not None:
             itemsize = _itemsize(value.type.tensor_type.elem_type)
             refuse_past_budget(f"the graph's value {value.name!r}", shape, itemsize, budget)
+    _refuse_oversized_targets(graph, inferred, budget)
+
+
+def _refuse_oversized_targets(graph: onnx.GraphProto, inferred: list[onnx.ValueInfoProto], budget: int) -> None:
+    """Expand, Tile and Resize given a constant target: its elements' product bounds the output from below even
+    where inference gives up (a symbolic batch broadcast against 65536 is an unknown dimension, counted as 1)."""
+    constants = {t.name: t for t in graph.initializer if _is_shape_constant(t)}
+    types = {value.name: value.type.tensor_type.elem_type for value in [*graph.input, *inferred]}
+    for node in graph.node:
+        at = _TARGET_INPUT.get(node.op_type)
+        if at is None or len(node.input) <= at or node.input[at] not in constants:
+            continue
+        target = [int(v) for v in numpy_helper.to_array(constants[node.input[at]]).ravel()]
+        itemsize = _itemsize(types.get(node.input[0], TensorProto.UINT8))
+        refuse_past_budget(f"the output of {node.op_type} {node.name or node.output[0]!r}", target, itemsize, budget)
 
 
 def _inferred_values(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
