@@ -35,6 +35,10 @@ class AuditOptions(BaseModel):
     # their initial values (an untrained network, probed as it trains) and running ones elsewhere; "batch" and
     # "running" force one for every layer.
     normalization: NormalizationMode = "auto"
+    # Apply each recommendation to a copy of the network and re-probe it (worker/remedies); off: advice only.
+    verify_remedies: bool = True
+    # Training steps of the original and each patched copy, compared; None: 20 up to 2M parameters, else 0.
+    verify_steps: int | None = Field(default=None, ge=0, le=200)
 
     @field_validator("input_shapes")
     @classmethod

@@ -26,6 +26,7 @@ ENVIRONMENT_VARIABLES = {
     "GRADAUDIT_DEVICE": "device",
     "GRADAUDIT_AUDIT_MEMORY_MB": "audit_memory_mb",
     "GRADAUDIT_WORKER_CONCURRENCY": "worker_concurrency",
+    "GRADAUDIT_MAX_VERIFIED_REMEDIES": "max_verified_remedies",
     "GRADAUDIT_SANDBOX_USER": "sandbox_user",
     "GRADAUDIT_AUTH": "auth",
     "GRADAUDIT_MAX_ACTIVE_AUDITS_PER_KEY": "max_active_audits_per_key",
@@ -52,6 +53,7 @@ class Settings(BaseModel):
     device: str = "auto"
     audit_memory_mb: int | None = Field(default=None, gt=0)  # None: half the machine's memory
     worker_concurrency: int | None = Field(default=None, ge=1)  # None: worker/capacity.py decides
+    max_verified_remedies: int = Field(default=12, ge=0, le=100)  # recommendations re-probed per audit
     sandbox_user: str = "gradaudit-sandbox"
     # None: on, except where `gradaudit serve` binds to loopback only (it then sets False and says so).
     auth: bool | None = None

@@ -13,7 +13,7 @@ from worker.diagnosis.facts import RECURRENT, LayerRole, NetworkFacts
 _OTHER = LayerRole()
 from worker.diagnosis.recommendations import RECOMMENDATION_CODES, recommend
 
-__all__ = ["FINDING_CODES", "RECOMMENDATION_CODES", "diagnose", "verdict", "weight_layers"]
+__all__ = ["FINDING_CODES", "RECOMMENDATION_CODES", "context_of", "diagnose", "verdict", "weight_layers"]
 
 # Root causes before the symptoms they explain: the report's first recommendation is the first finding's first.
 FINDING_CODES = (
@@ -29,9 +29,14 @@ _EXPLAINED_BY = {
 }
 
 
+def context_of(facts: NetworkFacts) -> Context:
+    """What every detector reads: the layers input side first, the weight layers among them, the facts."""
+    return Context(sorted(facts.layers, key=lambda s: s.depth), weight_layers(facts.layers, facts.roles), facts)
+
+
 def diagnose(facts: NetworkFacts) -> list[dict[str, Any]]:
     """All findings for one probe, root causes first, each with its recommendations."""
-    ctx = Context(sorted(facts.layers, key=lambda s: s.depth), weight_layers(facts.layers, facts.roles), facts)
+    ctx = context_of(facts)
     found = nonfinite.detect(ctx)
     if facts.loss_finite:
         found += _detect(ctx)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 
 from worker.diagnosis import remedy_layers as layers
@@ -16,7 +17,7 @@ RECOMMENDATION_CODES = (
 CLIP_FACTOR = 5.0
 
 
-def recommend(finding: dict, ctx: Context, findings: list[dict]) -> list[dict[str, str]]:
+def recommend(finding: dict, ctx: Context, findings: list[dict]) -> list[dict]:
     """The finding's recommendations, the fix of its root cause first, without repeated codes."""
     advice = _ADVISORS[finding["code"]](finding, ctx, {f["code"]: f for f in findings})
     seen, unique = set(), []
@@ -27,8 +28,10 @@ def recommend(finding: dict, ctx: Context, findings: list[dict]) -> list[dict[st
     return unique
 
 
-def _rec(code: str, text: str) -> dict[str, str]:
-    return {"code": code, "text": text}
+def _rec(code: str, text: str, layers: list[str] | None = None, **edit) -> dict:
+    """A recommendation: its code, its text, the layers it changes (none: the whole network or its training),
+    and what else its edit needs (worker/remedies applies and measures it)."""
+    return {"code": code, "text": text, "layers": list(layers or []), **({"edit": edit} if edit else {})}
 
 
 def _within(names: list[str], finding: dict, ctx: Context) -> list[str]:
@@ -37,7 +40,7 @@ def _within(names: list[str], finding: dict, ctx: Context) -> list[str]:
     return [name for name in layers.weights_of(ctx, names) if name in scope]
 
 
-def _reinit(ctx: Context, names: list[str], why: str = "") -> dict[str, str] | None:
+def _reinit(ctx: Context, names: list[str], why: str = "") -> dict | None:
     """Re-initialise the weight layers of names as theory gives for the activation after them; for layers feeding
     sigmoids, whose gain no weight scale restores, the activation swap instead."""
     weights = layers.weights_of(ctx, names)
@@ -54,17 +57,20 @@ def _reinit(ctx: Context, names: list[str], why: str = "") -> dict[str, str] | N
     feeding = [name for name in names if name not in weights]
     where = f" (the weight layers feeding {layers.named(ctx, feeding)})" if feeding else ""
     text = f"Re-initialise {layers.named(ctx, groups[main])}{where} with {call}: {why}{theory}"
+    inits = {name: main for name in groups[main]}
     for other, others in groups.items():
         if other not in (main, "sigmoid"):
             after = "which no activation follows" if other == "linear" else f"followed by {other}"
             text += f"; and {layers.named(ctx, others)}, {after}, with {layers.INITS[other].call}"
+            inits.update({name: other for name in others})
     if "sigmoid" in groups:
         text += (f"; not {layers.named(ctx, groups['sigmoid'])}, which feed sigmoids: no weight scale restores "
                  "their gain, replace the sigmoid")
-    return _rec(code, text + ".")
+    edited = [name for name in weights if name in inits]
+    return _rec(code, text + ".", edited, inits={name: inits[name] for name in edited})
 
 
-def _use_relu(ctx: Context, weights: list[str], measured: str) -> dict[str, str] | None:
+def _use_relu(ctx: Context, weights: list[str], measured: str) -> dict | None:
     """Swap the sigmoid/tanh after the weight layers for ReLU, He-initialised, saying why rescaling would not do."""
     if not weights:
         return None
@@ -72,7 +78,7 @@ def _use_relu(ctx: Context, weights: list[str], measured: str) -> dict[str, str]
     text = (f"Replace the {'/'.join(kinds)} after {layers.named(ctx, weights)} with ReLU and re-initialise those "
             f"layers with {layers.INITS['relu'].call}: ReLU passes the gradient unchanged wherever it is active, and "
             f"{layers.INITS['relu'].theory}{measured}.")
-    return _rec("use_relu", text + (" " + layers.SIGMOID_WHY if "sigmoid" in kinds else ""))
+    return _rec("use_relu", text + (" " + layers.SIGMOID_WHY if "sigmoid" in kinds else ""), weights)
 
 
 def _poor_init(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
@@ -94,15 +100,17 @@ def _dead(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
         advice.append(_rec("reset_biases", (
             f"Biases of {layers.named(ctx, negative)} (the weight layers feeding these ReLUs) are strongly negative "
             "and keep the ReLUs below zero: reset them to zero (torch.nn.init.zeros_) or a small positive value "
-            "such as 0.01.")))
+            "such as 0.01."), negative))
     advice.append(_rec("use_leaky_relu", (
         f"Replace the ReLUs ({layers.named(ctx, finding['layers'])}) with LeakyReLU (negative_slope=0.01) so a unit "
-        "that is off still passes gradient and can recover.")))
+        "that is off still passes gradient and can recover."), finding["layers"]))
     narrow = [s for s in ctx.weights if s.batch_rows and s.batch_rows[0]["numel"] // ctx.facts.batch_size <= 8]
     if narrow and len(ctx.weights) >= 10:
+        width = narrow[0].batch_rows[0]["numel"] // ctx.facts.batch_size
         advice.append(_rec("reduce_depth", (
-            f"{len(ctx.weights)} weight layers of width as small as {narrow[0].batch_rows[0]['numel'] // ctx.facts.batch_size}"
-            ": a deep narrow ReLU stack is born dead with high probability (Lu et al. 2019); use fewer, wider layers.")))
+            f"{len(ctx.weights)} weight layers of width as small as {width}"
+            ": a deep narrow ReLU stack is born dead with high probability (Lu et al. 2019); use fewer, wider layers."),
+            [s.name for s in ctx.weights]))
     advice.append(_reinit(ctx, finding["layers"]))
     return advice
 
@@ -162,29 +170,38 @@ def _exploding(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
     return advice
 
 
-def _clip(ctx: Context) -> dict[str, str]:
-    norms = [s.grad_norm for s in ctx.weights if s.grad_norm > 0] or [1.0]
-    median = statistics.median(norms)
-    max_norm = float(f"{CLIP_FACTOR * median:.2g}")
+def _gradient_norms(ctx: Context) -> list[float]:
+    return [s.grad_norm for s in ctx.weights if s.grad_norm > 0 and math.isfinite(s.grad_norm)] or [1.0]
+
+
+def _clip_norm(ctx: Context) -> float:
+    """CLIP_FACTOR times the median per-layer gradient norm, to two significant digits."""
+    return float(f"{CLIP_FACTOR * statistics.median(_gradient_norms(ctx)):.2g}")
+
+
+def _clip(ctx: Context) -> dict:
+    median = statistics.median(_gradient_norms(ctx))
+    max_norm = _clip_norm(ctx)
     return _rec("clip_gradients", (
         f"Clip the total gradient norm with torch.nn.utils.clip_grad_norm_(parameters, max_norm={max_norm:g}): "
-        f"{CLIP_FACTOR:g}x the median per-layer gradient norm measured here ({median:.3g}) under this loss."))
+        f"{CLIP_FACTOR:g}x the median per-layer gradient norm measured here ({median:.3g}) under this loss."),
+        max_norm=max_norm)
 
 
 def _missing_norm(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
     return [_scale_branches(ctx), _normalize(ctx, finding["layers"])]
 
 
-def _scale_branches(ctx: Context) -> dict[str, str] | None:
+def _scale_branches(ctx: Context) -> dict | None:
     if not (ctx.facts.structure and ctx.facts.structure.skips):
         return None
     return _rec("scale_residual_branches", (
         f"The {ctx.facts.structure.skips} residual additions each add a branch of full scale: zero-initialise "
         "the last layer of every residual branch and scale the others by L^(-1/(2m-2)) (Fixup, Zhang et al. "
-        "2019), or add normalization inside each branch."))
+        "2019), or add normalization inside each branch."), skips=ctx.facts.structure.skips)
 
 
-def _normalize(ctx: Context, names: list[str]) -> dict[str, str] | None:
+def _normalize(ctx: Context, names: list[str]) -> dict | None:
     """BatchNorm after the named hidden weight layers an activation follows; never after the classifier."""
     if ctx.facts.structure is not None and ctx.facts.structure.normalizations:
         return None
@@ -196,22 +213,23 @@ def _normalize(ctx: Context, names: list[str]) -> dict[str, str] | None:
     return _rec("add_batch_norm", (
         f"No normalization layer was found: add BatchNorm (LayerNorm for sequences) after {layers.named(ctx, where)} "
         f"({len(where)} weight layer{'s' if len(where) > 1 else ''}), each before its activation, so every layer's input stays at unit scale; "
-        "not after the output classifier, whose outputs are the logits."))
+        "not after the output classifier, whose outputs are the logits."), where)
 
 
-def _skip(ctx: Context, names: list[str]) -> dict[str, str] | None:
+def _skip(ctx: Context, names: list[str]) -> dict | None:
     if ctx.facts.structure is not None and ctx.facts.structure.skips:
         return None
     return _rec("add_skip_connections", (
         f"Add residual connections (x + f(x)) around blocks of {layers.named(ctx, names)} so the gradient can reach "
-        "the input side without crossing every layer."))
+        "the input side without crossing every layer."), layers.hidden(ctx, names))
 
 
 def _deep_plain(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
     path = finding["evidence"]["shortest_gradient_path_weight_layers"]
     return [
         _skip(ctx, finding["layers"]) or _rec("add_skip_connections", "Add residual connections."),
-        _rec("reduce_depth", f"Or use fewer layers: the gradient crosses {path} weight layers in a row."),
+        _rec("reduce_depth", f"Or use fewer layers: the gradient crosses {path} weight layers in a row.",
+             [s.name for s in ctx.weights]),
     ]
 
 
@@ -219,8 +237,9 @@ def _recurrent(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
     return [
         _rec("use_lstm_or_gru", (
             f"Replace the plain recurrence {span(finding['layers'])} with an LSTM or GRU, whose gated cell state "
-            "carries the gradient across many time steps.")),
-        _rec("reinit_orthogonal", "Or initialise the recurrent matrix orthogonal (torch.nn.init.orthogonal_)."),
+            "carries the gradient across many time steps."), finding["layers"]),
+        _rec("reinit_orthogonal", "Or initialise the recurrent matrix orthogonal (torch.nn.init.orthogonal_).",
+             finding["layers"], inits={name: "recurrent" for name in finding["layers"]}),
     ]
 
 
@@ -231,18 +250,19 @@ def _nonfinite(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
     advice.append(_rec("clip_gradients", (
         f"Guard the operation after layer '{finding['evidence']['first_layer']}' that produces NaN/Inf (log or "
         "sqrt of non-positive values, division by zero, exp overflow: clamp or add an epsilon), and clip "
-        "gradients with torch.nn.utils.clip_grad_norm_ so one bad step cannot blow the weights up.")))
+        "gradients with torch.nn.utils.clip_grad_norm_ so one bad step cannot blow the weights up."),
+        max_norm=_clip_norm(ctx)))
     return advice
 
 
-def _replace_broken(ctx: Context, names: list[str]) -> dict[str, str]:
+def _replace_broken(ctx: Context, names: list[str]) -> dict:
     """New weights for layers holding NaN/Inf, at the scale theory gives their activation."""
     main = statistics.mode([layers.family(ctx, name) for name in names])
     # A sigmoid has no gain-restoring scale; Xavier's at least keeps its units out of saturation.
     code, call, _ = layers.INITS["tanh" if main == "sigmoid" else main]
     return _rec(code, (
         f"Weights of {names} already hold NaN/Inf: re-initialise them with {call}, or restore a checkpoint from "
-        "before training diverged."))
+        "before training diverged."), names, inits={name: "tanh" if main == "sigmoid" else main for name in names})
 
 
 _ADVISORS = {

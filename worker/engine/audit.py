@@ -13,6 +13,7 @@ from gradaudit.errors import AuditError
 from gradaudit.options import AuditOptions
 from gradaudit.schema import SATURATION_RULE, LayerRecord
 from worker.diagnosis.diagnose import diagnose, verdict
+from worker.diagnosis.facts import NetworkFacts
 from worker.engine.batches import ProbeBatches, probe_batches
 from worker.engine.device import resolve_device
 from worker.engine.facts import network_facts
@@ -37,6 +38,11 @@ class EngineResult:
     layers: list[LayerRecord]
     findings: list[dict[str, Any]] = field(default_factory=list)
     verdict: str = "healthy"  # healthy | warning | critical
+    combined: dict[str, Any] | None = None  # the combined patch of verified remedies (worker/remedies)
+    fixes: dict[str, str] = field(default_factory=dict)  # patched networks written: key -> path in the work folder
+    # What verification reuses in the same process; never sent on.
+    facts: NetworkFacts | None = field(default=None, compare=False, repr=False)
+    batches: ProbeBatches | None = field(default=None, compare=False, repr=False)
 
 
 def audit_network(
@@ -83,6 +89,8 @@ def audit_network(
         layers=layers,
         findings=findings,
         verdict=verdict(findings),
+        facts=facts,
+        batches=batches,
     )
 
 

@@ -1,0 +1,81 @@
+"""An audit whose recommendations are verified: the engine's audit, then each fix applied to a copy and re-probed
+with the same options (worker/remedies/verify.py). The worker and `gradaudit audit` run this in the sandbox."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from gradaudit.errors import AuditError
+from gradaudit.options import AuditOptions
+from worker.diagnosis.diagnose import context_of
+from worker.engine.audit import EngineResult, audit_network
+from worker.remedies.base import BaseNetwork, exported_base, onnx_base
+from worker.remedies.graph import NotApplicable
+from worker.remedies.training import TrainingComparison, default_steps
+from worker.remedies.verify import Probe, verify_remedies
+
+FIXES_DIR = Path("fixes")  # in the audit's work folder (the sandbox's scratch), collected by the parent
+
+
+def audit_with_remedies(path: Path, *, options: AuditOptions, device: str = "auto", inputs_path: Path | None = None,
+                        network_format: str | None = None, external_data_dir: Path | None = None,
+                        max_verified: int = 12, fixes_dir: Path = FIXES_DIR) -> EngineResult:
+    """audit_network, then every recommendation verified (options.verify_remedies) and written to fixes_dir."""
+    result = audit_network(path, options=options, device=device, inputs_path=inputs_path,
+                           network_format=network_format, external_data_dir=external_data_dir)
+    if not options.verify_remedies or max_verified == 0:
+        return _with_setup(result, {"verified": False, "reason": "verify_remedies is off" if not
+                                    options.verify_remedies else "GRADAUDIT_MAX_VERIFIED_REMEDIES is 0"})
+    if not any(finding["recommendations"] for finding in result.findings):
+        return _with_setup(result, {"verified": False, "reason": "no recommendation to verify"})
+    try:
+        base = _base(path, result, network_format, external_data_dir, device)
+    except (NotApplicable, AuditError) as refused:
+        reason = refused.detail if isinstance(refused, AuditError) else str(refused)
+        _not_applicable_everywhere(result, f"the network could not be re-expressed as ONNX to edit: {reason}")
+        return _with_setup(result, {"verified": False, "reason": reason})
+
+    def probe_copy(patched: Path) -> EngineResult:
+        return audit_network(patched, options=options, device=device, inputs_path=inputs_path, network_format="onnx")
+
+    training = _training(base, result, options, device, fixes_dir)
+    remedies = verify_remedies(result, base, Probe(probe_copy, lambda audited: context_of(audited.facts)),
+                               options=options, out_dir=fixes_dir, most=max_verified, training=training)
+    setup = {"verified": True, **remedies.setup}
+    return replace(result, combined=remedies.combined, fixes=remedies.files,
+                   setup={**result.setup, "remedies": setup})
+
+
+def _base(path: Path, result: EngineResult, network_format: str | None, external_data_dir: Path | None,
+          device: str) -> BaseNetwork:
+    if result.network["format"] == "onnx":
+        return onnx_base(path, external_data_dir, result.batches)
+    return exported_base(path, result, network_format, device)
+
+
+def _training(base: BaseNetwork, result: EngineResult, options: AuditOptions, device: str,
+              fixes_dir: Path) -> TrainingComparison | None:
+    steps = options.verify_steps if options.verify_steps is not None else default_steps(
+        result.network["parameters"])
+    if steps == 0:
+        return None
+    fixes_dir.mkdir(parents=True, exist_ok=True)
+    original = fixes_dir / "original.onnx"
+    import onnx
+
+    onnx.save(base.proto, original)
+    return TrainingComparison(original, result.batches, options, steps, device)
+
+
+def _with_setup(result: EngineResult, remedies: dict) -> EngineResult:
+    return replace(result, setup={**result.setup, "remedies": remedies})
+
+
+def _not_applicable_everywhere(result: EngineResult, reason: str) -> None:
+    for finding in result.findings:
+        for recommendation in finding["recommendations"]:
+            recommendation["patch"] = None
+            recommendation["verification"] = {"status": "not_applicable", "metric": None, "before": None,
+                                              "after": None, "findings_after": [], "training": None, "seconds": 0.0,
+                                              "reason": reason}

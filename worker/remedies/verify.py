@@ -1,0 +1,246 @@
+"""Verified remedies: every recommendation's edit applied to a copy of the network, the copy audited with the same
+options (so the same probe batches, seeds and loss) and judged by the finding's own metric; then the best fix of
+every finding applied together.
+
+Statuses: `resolved` (the finding is gone and no new warning or critical finding appeared), `improved` (its
+metric moved at least halfway to the threshold), `worse` (it moved away by more than a tenth of its distance),
+`no_effect`, and `not_applicable` with the reason where the edit cannot be made or the copy cannot be audited.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from gradaudit.errors import AuditError, one_line
+from gradaudit.options import AuditOptions
+from worker.diagnosis.common import SEVERITY_RANK, Context
+from worker.remedies.base import BaseNetwork
+from worker.remedies.edits import EditInputs, apply_edit
+from worker.remedies.graph import Graph, NotApplicable
+from worker.remedies.metrics import measure, metric_for
+from worker.remedies.training import TrainingComparison
+
+STATUS_ORDER = ("resolved", "improved", "no_effect", "not_applicable", "worse")
+# Where a network is too large to re-emit as one .onnx file (protobuf's limit is 2 GiB).
+MAX_PATCHED_BYTES = 1_800_000_000
+TRAINING_CODES = ("clip_gradients",)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """How to audit a patched copy: the engine call with the audit's own options, and its diagnosis context."""
+
+    audit: Any  # Callable[[Path], EngineResult]: audit_network with the audit's options, device and inputs
+    context: Any  # Callable[[EngineResult], Context]
+
+
+@dataclass
+class Verification:
+    status: str
+    metric: str
+    before: float | None
+    after: float | None
+    findings_after: list[str]
+    seconds: float
+    training: dict | None = None
+    reason: str | None = None
+
+    def as_dict(self) -> dict:
+        entry = {"status": self.status, "metric": self.metric, "before": self.before, "after": self.after,
+                 "findings_after": self.findings_after, "training": self.training, "seconds": round(self.seconds, 3)}
+        return {**entry, "reason": self.reason} if self.reason else entry
+
+
+@dataclass
+class Remedies:
+    """What verification adds to a report: recommendations rewritten in place, the combined patch, the patched
+    files written (key -> path relative to the work folder), and the setup entries."""
+
+    combined: dict | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    setup: dict = field(default_factory=dict)
+
+
+def verify_remedies(result, base: BaseNetwork, probe: Probe, *, options: AuditOptions, out_dir: Path,
+                    most: int, training: TrainingComparison | None) -> Remedies:
+    """Verify the recommendations of result's findings (at most `most` of them, report order), rewrite each with
+    its patch and verification, order them by measured effect, then verify the combined patch."""
+    remedies, context, verified = Remedies(), probe.context(result), 0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for finding in result.findings:
+        for recommendation in finding["recommendations"]:
+            if verified >= most:
+                recommendation["verification"] = _skipped(finding, f"not verified: GRADAUDIT_MAX_VERIFIED_REMEDIES "
+                                                                   f"({most}) recommendations were verified first")
+                continue
+            verified += 1
+            key = f"{finding['code']}/{recommendation['code']}"
+            path = _verify_one(finding, recommendation, result, context, base, probe, options, training,
+                               out_dir / f"{finding['code']}--{recommendation['code']}.onnx")
+            if path is not None:
+                remedies.files[key] = str(path)
+        finding["recommendations"].sort(key=_effect)
+    remedies.combined = _combined(result, context, base, probe, options, training, out_dir / "combined.onnx",
+                                  remedies)
+    remedies.setup = {"verified_recommendations": verified, "max_verified_recommendations": most,
+                      "route": base.route, "training": training.setup() if training else None}
+    return remedies
+
+
+def _verify_one(finding: dict, recommendation: dict, result, context: Context, base: BaseNetwork, probe: Probe,
+                options: AuditOptions, training: TrainingComparison | None, out: Path) -> Path | None:
+    started = time.monotonic()
+    metric = metric_for(finding)
+    before = measure(metric, finding["code"], context)
+    if recommendation["code"] in TRAINING_CODES:
+        verification = _verify_by_training(recommendation, finding, training, metric.name, before, started)
+        _record(recommendation, None, verification)
+        return None
+    try:
+        graph, patch = _patched(base, [recommendation], options)
+        _save(graph.proto, out)
+        patched = probe.audit(out)
+    except (NotApplicable, AuditError) as refused:
+        _record(recommendation, None, Verification("not_applicable", metric.name, before, None, [],
+                                                   time.monotonic() - started, reason=_reason(refused)))
+        out.unlink(missing_ok=True)
+        return None
+    after = measure(metric, finding["code"], probe.context(patched))
+    status = _status(finding, result.findings, patched.findings, metric, before, after)
+    curves = training.compare(out) if training else None
+    _record(recommendation, patch, Verification(status, metric.name, before, after, _codes(patched.findings),
+                                                time.monotonic() - started, training=curves))
+    return out
+
+
+def _patched(base: BaseNetwork, recommendations: list[dict], options: AuditOptions) -> tuple[Graph, str]:
+    """A copy of the base graph with the recommendations' edits, and the patch in words."""
+    proto = onnx.ModelProto()
+    proto.CopyFrom(base.proto)
+    graph = Graph(proto)
+    inputs = EditInputs(seed=options.seed, channel_statistics=base.channel_statistics)
+    patches = [apply_edit(graph, base.in_graph_names(recommendation), inputs) for recommendation in recommendations]
+    return graph, base.in_report_words("; ".join(patches))
+
+
+def _save(proto: onnx.ModelProto, path: Path) -> None:
+    if proto.ByteSize() > MAX_PATCHED_BYTES:
+        raise NotApplicable("the patched network is too large to write as one .onnx file")
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as exc:  # an edit that breaks the graph is our bug, but the user gets a reason, not a crash
+        raise NotApplicable(f"the patched graph does not pass onnx.checker: {one_line(exc, 200)}") from None
+    onnx.save(proto, path)
+
+
+def _status(finding: dict, before_findings: list[dict], after_findings: list[dict], metric, before: float | None,
+            after: float | None) -> str:
+    serious_before = {f["code"] for f in before_findings if SEVERITY_RANK[f["severity"]] >= 1}
+    serious_after = {f["code"] for f in after_findings if SEVERITY_RANK[f["severity"]] >= 1}
+    if finding["code"] not in serious_after and serious_after <= serious_before:
+        return "resolved"
+    if before is None or after is None:
+        return "no_effect"
+    if metric.moved_halfway(before, after):
+        return "improved"
+    return "worse" if metric.worse(before, after) else "no_effect"
+
+
+def _verify_by_training(recommendation: dict, finding: dict, training: TrainingComparison | None, metric: str,
+                        before: float | None, started: float) -> Verification:
+    """Clipping changes no gradient the probe measures: it is judged by training both ways from the same
+    weights (the loss and the largest update-to-weight ratio, with and without clip_grad_norm_)."""
+    max_norm = recommendation.get("edit", {}).get("max_norm")
+    reason = ("clipping is verified by training with and without it, and the training comparison is off "
+              "(verify_steps is 0, or the network has more parameters than its budget)" if training is None else
+              "the recommendation states no max_norm" if max_norm is None else None)
+    if reason:
+        return Verification("not_applicable", "max_update_to_weight", None, None, [], time.monotonic() - started,
+                            reason=reason)
+    compared = training.compare_clipping(max_norm)
+    return Verification(compared["status"], "max_update_to_weight", compared["before"], compared["after"], [],
+                        time.monotonic() - started, training=compared["training"])
+
+
+def _record(recommendation: dict, patch: str | None, verification: Verification) -> None:
+    recommendation["patch"] = patch
+    recommendation["verification"] = verification.as_dict()
+    if verification.before is not None and verification.after is not None:
+        recommendation["text"] += (f" Measured on a patched copy: {verification.metric} {_show(verification.before)}"
+                                   f" -> {_show(verification.after)} ({verification.status.replace('_', ' ')}).")
+    elif verification.status == "not_applicable":
+        recommendation["text"] += f" Not verified: {verification.reason}"
+
+
+def _skipped(finding: dict, reason: str) -> dict:
+    return Verification("not_applicable", metric_for(finding).name, None, None, [], 0.0, reason=reason).as_dict()
+
+
+def _effect(recommendation: dict) -> tuple[int, float]:
+    """Sort key: status first, then the metric's gain (larger first)."""
+    verification = recommendation.get("verification") or {}
+    rank = STATUS_ORDER.index(verification.get("status", "not_applicable"))
+    before, after = verification.get("before"), verification.get("after")
+    gain = abs(after - before) if before is not None and after is not None else 0.0
+    return rank, -gain
+
+
+def _combined(result, context: Context, base: BaseNetwork, probe: Probe, options: AuditOptions,
+              training: TrainingComparison | None, out: Path, remedies: Remedies) -> dict | None:
+    """The best-verified graph edit of every finding, applied together in finding order, verified alike."""
+    chosen, skipped = [], []
+    for finding in result.findings:
+        best = next((r for r in finding["recommendations"] if r.get("verification", {}).get("status") in
+                     ("resolved", "improved") and r["code"] not in TRAINING_CODES), None)
+        if best is not None and best["code"] not in {r["code"] for _, r in chosen}:
+            chosen.append((finding, best))
+    if not chosen:
+        return None
+    started, applied = time.monotonic(), []
+    for finding, recommendation in chosen:
+        try:  # each edit alone was made; together, a later one may find its layer changed by an earlier one
+            _patched(base, [*(r for _, r in applied), recommendation], options)
+            applied.append((finding, recommendation))
+        except NotApplicable as refused:
+            skipped.append({"finding": finding["code"], "code": recommendation["code"], "reason": str(refused)})
+    entry: dict[str, Any] = {"recommendations": [{"finding": f["code"], "code": r["code"]} for f, r in applied],
+                             "skipped": skipped}
+    try:
+        graph, patch = _patched(base, [r for _, r in applied], options)
+        _save(graph.proto, out)
+        patched = probe.audit(out)
+    except (NotApplicable, AuditError) as refused:
+        out.unlink(missing_ok=True)
+        return {**entry, "patch": None, "verification": {"status": "not_applicable", "reason": _reason(refused),
+                                                         "seconds": round(time.monotonic() - started, 3)}}
+    remedies.files["combined"] = str(out)
+    serious = [f["code"] for f in patched.findings if SEVERITY_RANK[f["severity"]] >= 1]
+    before = [f["code"] for f in result.findings if SEVERITY_RANK[f["severity"]] >= 1]
+    status = ("resolved" if not serious else "improved" if len(serious) < len(before) else
+              "worse" if SEVERITY_RANK.get(patched.verdict, 0) > SEVERITY_RANK.get(result.verdict, 0) else "no_effect")
+    return {**entry, "patch": patch, "verification": {
+        "status": status, "verdict_before": result.verdict, "verdict_after": patched.verdict,
+        "findings_before": _codes(result.findings), "findings_after": _codes(patched.findings),
+        "training": training.compare(out) if training else None,
+        "seconds": round(time.monotonic() - started, 3)}}
+
+
+def _codes(findings: list[dict]) -> list[str]:
+    return [f"{f['code']}:{f['severity']}" for f in findings if f["severity"] != "info"]
+
+
+def _reason(refused: Exception) -> str:
+    if isinstance(refused, AuditError):
+        return f"the patched network could not be audited ({refused.code}: {refused.detail})"
+    return str(refused)
+
+
+def _show(value: float) -> str:
+    return f"{value:.3g}"
+
+
