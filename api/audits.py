@@ -79,7 +79,7 @@ def get_report(audit_id: str):
                    "parameters": audit.network_parameters, "layers": audit.network_layers}
         return build_report(audit_id=audit.id, network=network, setup=audit.setup,
                             layers=[layer.with_batch_rows() for layer in layers],
-                            findings=audit.findings, verdict=audit.verdict)
+                            findings=audit.findings, verdict=audit.verdict, combined=audit.combined)
 
 
 @audits.get("/<audit_id>/layers")

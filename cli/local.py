@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +18,12 @@ from gradaudit.settings import Settings
 
 
 def audit_file(
-    path: Path, *, options: AuditOptions, inputs_path: Path | None, settings: Settings
+    path: Path, *, options: AuditOptions, inputs_path: Path | None, settings: Settings,
+    write_fixes: Path | None = None,
 ) -> tuple[dict[str, Any] | None, tuple[str, str] | None]:
-    """Audit a file; return (report, None) or (None, (code, detail))."""
-    from worker.engine.audit import audit_network  # torch loads here, for this command only
+    """Audit a file; return (report, None) or (None, (code, detail)). write_fixes: a folder to copy each verified
+    recommendation's patched network into (FINDING--CODE.onnx, combined.onnx)."""
+    from worker.remedies.audit import audit_with_remedies  # torch loads here, for this command only
     from worker.runner import run_artifact
 
     try:
@@ -29,16 +33,33 @@ def audit_file(
         return None, ("unsupported_format", refused.detail)
     with tempfile.TemporaryDirectory(prefix="gradaudit-") as scratch:
         outcome = run_artifact(path, artifact_format, options=options, inputs_path=inputs_path, settings=settings,
-                               work_dir=Path(scratch) / "network", run_engine=audit_network,
+                               work_dir=Path(scratch) / "network",
+                               run_engine=partial(audit_with_remedies, max_verified=settings.max_verified_remedies),
                                data_dir=path.resolve().parent,  # torch's exporters write NAME.onnx.data beside it
-                               drop_user=False)  # one's own file, as oneself: the sandbox's other walls stay
+                               drop_user=False,  # one's own file, as oneself: the sandbox's other walls stay
+                               keep_fixes=partial(_copy_fixes, write_fixes) if write_fixes else None)
     if isinstance(outcome, AuditError):
         return None, (outcome.code, outcome.detail)
     network = {**outcome.network, "sha256": _sha256(path)}
     report = build_report(audit_id=None, network=network, setup=outcome.setup,
                           layers=[layer.as_dict() for layer in outcome.layers],
-                          findings=outcome.findings, verdict=outcome.verdict)
+                          findings=outcome.findings, verdict=outcome.verdict, combined=outcome.combined)
     return report, None
+
+
+def _copy_fixes(folder: Path, result, files: dict[str, Path]) -> None:
+    """Copy the patched networks into folder, naming each in the report as `network.file`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, source in files.items():
+        target = folder / (key.replace("/", "--") + ".onnx")
+        shutil.copyfile(source, target)
+        entry = {"file": str(target), "format": "onnx", "size": target.stat().st_size}
+        if key == "combined" and result.combined is not None:
+            result.combined["network"] = entry
+        for finding in result.findings:
+            for recommendation in finding["recommendations"]:
+                if key == f"{finding['code']}/{recommendation['code']}":
+                    recommendation["network"] = entry
 
 
 def _sha256(path: Path) -> str:

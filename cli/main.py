@@ -153,14 +153,19 @@ def probe_options(command):
 @main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--inputs", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=".npz batch")
+@click.option("--write-fixes", type=click.Path(file_okay=False, path_type=Path),
+              help="write each verified fix's patched network (and the combined one) into this folder as .onnx")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="apply every recommendation to a copy of the network and re-probe it")
 @probe_options
 @coded_failures
-def audit(path, inputs, input_shape, batch_size, seed, loss, fail_on, as_json) -> None:
+def audit(path, inputs, write_fixes, verify, input_shape, batch_size, seed, loss, fail_on, as_json) -> None:
     """Audit a network file here, without a server, and print the report."""
     from cli.local import audit_file
 
-    options = _options(input_shape, batch_size, seed, loss)
-    report, error = audit_file(path, options=options, inputs_path=inputs, settings=_settings())
+    options = _options(input_shape, batch_size, seed, loss).model_copy(update={"verify_remedies": verify})
+    report, error = audit_file(path, options=options, inputs_path=inputs, settings=_settings(),
+                               write_fixes=write_fixes)
     if error:
         _fail(*error)
     _print_report(report, as_json)

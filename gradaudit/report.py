@@ -22,6 +22,7 @@ def build_report(
     layers: list[dict[str, Any]],
     findings: list[dict[str, Any]],
     verdict: str,
+    combined: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON report of a succeeded audit."""
     return {
@@ -33,6 +34,7 @@ def build_report(
         "layers": [layer_json(layer) for layer in layers],
         "findings": findings,
         "verdict": verdict,
+        "combined": combined,
     }
 
 
@@ -53,8 +55,8 @@ def render_text(report: dict[str, Any]) -> str:
         f"setup:   {_setup_line(report['setup'])}",
         "",
     ]
-    lines += _findings_lines(report["findings"]) + [""] + _layer_lines(report["layers"])
-    return "\n".join(lines)
+    lines += _findings_lines(report["findings"]) + _combined_lines(report.get("combined")) + [""]
+    return "\n".join(lines + _layer_lines(report["layers"]))
 
 
 def _setup_line(setup: dict[str, Any]) -> str:
@@ -68,8 +70,24 @@ def _findings_lines(findings: list[dict[str, Any]]) -> list[str]:
     lines = []
     for finding in findings:
         lines.append(f"[{finding['severity']}] {finding['code']}: {finding['title']}")
-        lines += [f"    fix ({rec['code']}): {rec['text']}" for rec in finding.get("recommendations", [])]
+        lines += [f"    fix ({rec['code']}{_status(rec)}): {rec['text']}" for rec in finding.get("recommendations", [])]
     return lines
+
+
+def _status(recommendation: dict[str, Any]) -> str:
+    verification = recommendation.get("verification")
+    return f", {verification['status'].replace('_', ' ')}" if verification else ""
+
+
+def _combined_lines(combined: dict[str, Any] | None) -> list[str]:
+    """The combined patch: which fixes, and the verdict before and after."""
+    if not combined:
+        return []
+    verification = combined.get("verification") or {}
+    codes = ", ".join(f"{entry['code']}" for entry in combined.get("recommendations", []))
+    after = (f"{verification.get('verdict_before')} -> {verification.get('verdict_after')}"
+             if "verdict_after" in verification else verification.get("reason", ""))
+    return ["", f"all fixes together ({codes}): {verification.get('status', '').replace('_', ' ')}, {after}"]
 
 
 def _layer_lines(layers: list[dict[str, Any]]) -> list[str]:

@@ -165,6 +165,7 @@ def succeed_audit(
         setup=result["setup"],
         findings=result["findings"],
         verdict=result["verdict"],
+        combined=result.get("combined"),
     )
     updated = db_session.execute(update(Audit).where(_owned_by(audit_id, worker_id)).values(**values))
     if updated.rowcount != 1:

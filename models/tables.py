@@ -104,6 +104,8 @@ class Audit(Base):
     setup: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     findings: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     verdict: Mapped[str | None] = mapped_column(String(16))
+    # The best verified fix of every finding applied together, and what that changed (worker/remedies).
+    combined: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     layers: Mapped[list[LayerRow]] = relationship(
         back_populates="audit", cascade="all, delete-orphan", order_by="LayerRow.depth"

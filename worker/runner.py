@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import timedelta
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from worker.engine.audit import EngineResult  # torch: imported by the engine, not by the runner
 
 RunEngine = Callable[..., "EngineResult"]
+KeepFixes = Callable[["EngineResult", dict[str, Path]], None]
 
 
 def execute_audit(audit_id: str, *, context: WorkerContext, run_engine: RunEngine) -> Claim:
@@ -43,7 +44,7 @@ def execute_audit(audit_id: str, *, context: WorkerContext, run_engine: RunEngin
         job = _job(audit_id, context, db_session)
     # The session is closed: an audit can take minutes and must not hold a connection.
     with Heartbeat(context, audit_id, owner):
-        outcome = _run(job, run_engine, context.settings, audit_id)
+        outcome = _run(job, run_engine, context, audit_id)
     try:
         _store(context, audit_id, owner, outcome)
     except Exception:
@@ -69,19 +70,41 @@ def _job(audit_id: str, context: WorkerContext, db_session) -> dict:
                 options=AuditOptions.model_validate(audit.options), inputs_path=inputs)
 
 
-def _run(job: dict, run_engine: RunEngine, settings, audit_id: str) -> EngineResult | AuditError:
+def _run(job: dict, run_engine: RunEngine, context: WorkerContext, audit_id: str) -> EngineResult | AuditError:
+    settings = context.settings
     return run_artifact(job["path"], job["network_format"], options=job["options"], inputs_path=job["inputs_path"],
-                        settings=settings, work_dir=settings.work_dir_for(audit_id), run_engine=run_engine)
+                        settings=settings, work_dir=settings.work_dir_for(audit_id), run_engine=run_engine,
+                        keep_fixes=partial(store_fixes, context.store))
+
+
+def store_fixes(store, result: EngineResult, files: dict[str, Path]) -> None:
+    """Keep each patched network in the artifact store and name it in the report: the recommendation it patches
+    (key "finding/code") or the combined patch gets `network` {sha256, size, format}."""
+    stored = {}
+    for key, path in files.items():
+        with path.open("rb") as stream:
+            artifact = store.save(stream, max_bytes=path.stat().st_size + 1)
+        stored[key] = {"sha256": artifact.sha256, "size": artifact.size, "format": "onnx"}
+    for finding in result.findings:
+        for recommendation in finding["recommendations"]:
+            key = f"{finding['code']}/{recommendation['code']}"
+            if key in stored:
+                recommendation["network"] = stored[key]
+    if result.combined is not None and "combined" in stored:
+        result.combined["network"] = stored["combined"]
 
 
 def run_artifact(path: Path, network_format: str, *, options: AuditOptions, inputs_path: Path | None,
                  settings: Settings, work_dir: Path, run_engine: RunEngine,
-                 data_dir: Path | None = None, drop_user: bool = True) -> EngineResult | AuditError:
+                 data_dir: Path | None = None, drop_user: bool = True,
+                 keep_fixes: KeepFixes | None = None) -> EngineResult | AuditError:
     """Open a stored artifact (extracting an archive under work_dir) and run the engine on it in a sandboxed
     child process (worker/sandbox); every failure comes back as an AuditError with a stable code, never as an
     exception. The worker and `gradaudit audit` both run audits through here. data_dir: where a bare ONNX
     file's external data may be read (confined to it); the worker gives none, as its store keeps each upload
-    alone. drop_user: run as GRADAUDIT_SANDBOX_USER when root (the worker; not a local command on one's files)."""
+    alone. drop_user: run as GRADAUDIT_SANDBOX_USER when root (the worker; not a local command on one's files).
+    keep_fixes: given the patched networks the child wrote (key -> file in its scratch folder), keeps them before
+    that folder is removed; without it they go with the folder."""
     if not Path(path).exists():
         return AuditError("artifact_missing", "the uploaded file is no longer in the artifact store")
     preload_engine()
@@ -96,11 +119,29 @@ def run_artifact(path: Path, network_format: str, *, options: AuditOptions, inpu
         return encode_outcome(outcome, policy)
 
     try:
-        return decode_answer(run_in_child(work, policy), policy)
+        outcome = decode_answer(run_in_child(work, policy), policy)
+        if keep_fixes is not None and not isinstance(outcome, AuditError) and outcome.fixes:
+            keep_fixes(outcome, written_fixes(outcome.fixes, policy.scratch))
+        return outcome
     except SoftTimeLimitExceeded:
         return AuditError("time_limit_exceeded", "the audit ran past GRADAUDIT_SOFT_TIME_LIMIT_S; its process was killed")
     finally:
         remove_tree(policy.scratch)
+
+
+def written_fixes(fixes: dict[str, str], scratch: Path) -> dict[str, Path]:
+    """The patched networks the child named, as files in its scratch folder: plain files only, inside it (the
+    child is untrusted; a link or a path outside is dropped)."""
+    kept = {}
+    root = scratch.resolve()
+    for key, relative in fixes.items():
+        candidate = scratch / relative
+        if candidate.is_symlink() or not candidate.is_file():
+            continue
+        if root not in candidate.resolve().parents:
+            continue
+        kept[key] = candidate
+    return kept
 
 
 @lru_cache(maxsize=1)
@@ -165,4 +206,5 @@ def _store(context: WorkerContext, audit_id: str, owner: str, outcome: EngineRes
 
 
 def _result_fields(result: EngineResult) -> dict:
-    return dict(network=result.network, setup=result.setup, findings=result.findings, verdict=result.verdict)
+    return dict(network=result.network, setup=result.setup, findings=result.findings, verdict=result.verdict,
+                combined=result.combined)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from celery import shared_task
 
 from gradaudit.queue import RUN_AUDIT
@@ -12,6 +14,8 @@ from worker.runner import execute_audit
 @shared_task(name=RUN_AUDIT, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_audit(audit_id: str) -> str:
     """Audit one uploaded network by id; returns what the claim decided."""
-    from worker.engine.audit import audit_network  # torch loads here, in the worker process only
+    from worker.remedies.audit import audit_with_remedies  # torch loads here, in the worker process only
 
-    return execute_audit(audit_id, context=current_context(), run_engine=audit_network).value
+    context = current_context()
+    engine = partial(audit_with_remedies, max_verified=context.settings.max_verified_remedies)
+    return execute_audit(audit_id, context=context, run_engine=engine).value

@@ -3,6 +3,7 @@ with the same options (worker/remedies/verify.py). The worker and `gradaudit aud
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,18 +11,22 @@ from gradaudit.errors import AuditError
 from gradaudit.options import AuditOptions
 from worker.diagnosis.diagnose import context_of
 from worker.engine.audit import EngineResult, audit_network
+from worker.engine.device import resolve_device
 from worker.remedies.base import BaseNetwork, exported_base, onnx_base
 from worker.remedies.graph import NotApplicable
 from worker.remedies.training import TrainingComparison, default_steps
 from worker.remedies.verify import Probe, verify_remedies
 
+log = logging.getLogger(__name__)
 FIXES_DIR = Path("fixes")  # in the audit's work folder (the sandbox's scratch), collected by the parent
 
 
 def audit_with_remedies(path: Path, *, options: AuditOptions, device: str = "auto", inputs_path: Path | None = None,
                         network_format: str | None = None, external_data_dir: Path | None = None,
                         max_verified: int = 12, fixes_dir: Path = FIXES_DIR) -> EngineResult:
-    """audit_network, then every recommendation verified (options.verify_remedies) and written to fixes_dir."""
+    """audit_network, then every recommendation verified (options.verify_remedies) and written to fixes_dir.
+    Verification never costs the audit its report: where it fails unexpectedly, each recommendation says so."""
+    device = resolve_device(device)
     result = audit_network(path, options=options, device=device, inputs_path=inputs_path,
                            network_format=network_format, external_data_dir=external_data_dir)
     if not options.verify_remedies or max_verified == 0:
@@ -39,9 +44,15 @@ def audit_with_remedies(path: Path, *, options: AuditOptions, device: str = "aut
     def probe_copy(patched: Path) -> EngineResult:
         return audit_network(patched, options=options, device=device, inputs_path=inputs_path, network_format="onnx")
 
-    training = _training(base, result, options, device, fixes_dir)
-    remedies = verify_remedies(result, base, Probe(probe_copy, lambda audited: context_of(audited.facts)),
-                               options=options, out_dir=fixes_dir, most=max_verified, training=training)
+    try:
+        training = _training(base, result, options, device, fixes_dir)
+        remedies = verify_remedies(result, base, Probe(probe_copy, lambda audited: context_of(audited.facts)),
+                                   options=options, out_dir=fixes_dir, most=max_verified, training=training)
+    except Exception:
+        log.exception("verifying the remedies of %s failed", path)
+        reason = "verification hit an unexpected error; it has been logged"
+        _not_applicable_everywhere(result, reason)
+        return _with_setup(result, {"verified": False, "reason": reason})
     setup = {"verified": True, **remedies.setup}
     return replace(result, combined=remedies.combined, fixes=remedies.files,
                    setup={**result.setup, "remedies": setup})

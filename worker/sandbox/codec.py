@@ -24,7 +24,8 @@ def encode_outcome(outcome: EngineResult | AuditError, policy: SandboxPolicy) ->
             return memory_exceeded(policy, outcome.detail)
         return error_payload(outcome.code, outcome.detail)
     result = {"network": outcome.network, "setup": outcome.setup, "findings": outcome.findings,
-              "verdict": outcome.verdict, "layers": [layer.as_dict() for layer in outcome.layers]}
+              "verdict": outcome.verdict, "layers": [layer.as_dict() for layer in outcome.layers],
+              "combined": outcome.combined, "fixes": outcome.fixes}
     return {"result": result}
 
 
@@ -39,4 +40,12 @@ def decode_answer(answer: dict[str, Any], policy: SandboxPolicy) -> EngineResult
     setup = {**result["setup"], "time_limit_s": policy.time_limit_s, "memory_limit_mb": policy.memory_bytes >> 20,
              "sandbox": list(answer.get("sandbox", []))}
     return EngineResult(network=result["network"], setup=setup, findings=result["findings"],
-                        verdict=result["verdict"], layers=[LayerRecord(**layer) for layer in result["layers"]])
+                        verdict=result["verdict"], layers=[LayerRecord(**layer) for layer in result["layers"]],
+                        combined=result.get("combined"), fixes=_fixes(result.get("fixes")))
+
+
+def _fixes(fixes: Any) -> dict[str, str]:
+    """The child's patched files as key -> relative path; anything else it wrote there is dropped."""
+    if not isinstance(fixes, dict):
+        return {}
+    return {str(key): str(path) for key, path in fixes.items() if isinstance(path, str)}
