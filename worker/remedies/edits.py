@@ -255,8 +255,8 @@ def _residual_branches(graph: Graph) -> list[list[WeightLayer]]:
     producers = {output: node for node in graph.graph.node for output in node.output}
     branches = []
     for node in graph.graph.node:
-        if node.op_type != "Add" or len(node.input) != 2 or not all(name in producers for name in node.input):
-            continue
+        if node.op_type != "Add" or len(node.input) != 2 or not any(name in producers for name in node.input):
+            continue  # the skip may be a graph input; the branch is computed
         left, right = node.input
         for skip, branch in ((left, right), (right, left)):
             layers = _weights_between(graph, producers, branch, skip)
