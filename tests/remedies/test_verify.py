@@ -1,0 +1,142 @@
+"""Verified remedies end to end on small networks (worker/remedies/audit.py): each recommendation is applied to a
+copy, re-probed and judged by the finding's own metric, in both upload formats; the combined patch; the training
+comparison; and the ways verification is skipped or fails without costing the audit its report."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from gradaudit.options import AuditOptions
+from tests.support.networks import deep_sigmoid, export_onnx, mlp, save_torchscript
+from worker.remedies import audit as remedies_audit
+from worker.remedies.audit import audit_with_remedies
+from worker.remedies.metrics import METRICS
+from worker.remedies.verify import STATUS_ORDER, _status
+
+WIDTH = 32
+
+
+@pytest.fixture
+def in_tmp(tmp_path):
+    """Run in the test's folder: patched networks go to ./fixes, as in the sandbox's scratch."""
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    yield tmp_path
+    os.chdir(cwd)
+
+
+def _sigmoid_onnx(folder, depth: int = 8):
+    return export_onnx(deep_sigmoid(depth, WIDTH), torch.randn(4, WIDTH), folder / "net.onnx", dynamic={0: "n"})
+
+
+def _first(result, code: str) -> dict:
+    return next(f for f in result.findings if f["code"] == code)
+
+
+def test_every_fix_of_a_vanishing_sigmoid_stack_is_measured_and_the_best_resolves_it(in_tmp):
+    result = audit_with_remedies(_sigmoid_onnx(in_tmp), options=AuditOptions(verify_steps=3), device="cpu")
+    vanishing = _first(result, "vanishing_gradient")
+    statuses = [r["verification"]["status"] for r in vanishing["recommendations"]]
+    assert statuses == sorted(statuses, key=STATUS_ORDER.index)  # ordered by measured effect
+    relu = next(r for r in vanishing["recommendations"] if r["code"] == "use_relu")
+    verification = relu["verification"]
+    assert verification["status"] == "resolved" and verification["metric"] == "fitted_change_decades"
+    assert verification["before"] < -METRICS["vanishing_gradient"].threshold * -1 < verification["after"]
+    assert "Measured on a patched copy: fitted_change_decades" in relu["text"] and "ReLU" in relu["patch"]
+    assert len(verification["training"]["loss_original"]) == len(verification["training"]["loss_patched"]) == 3
+    assert (in_tmp / result.fixes["vanishing_gradient/use_relu"]).is_file()
+    combined = result.combined["verification"]
+    assert (combined["status"], combined["verdict_before"], combined["verdict_after"]) == (
+        "resolved", "critical", "healthy")
+    assert result.setup["remedies"]["verified"] and result.setup["remedies"]["route"] == "the uploaded ONNX graph"
+
+
+def test_a_torchscript_upload_is_verified_through_onnx_in_its_own_layer_names(in_tmp):
+    path = save_torchscript(deep_sigmoid(8, WIDTH), in_tmp / "net.pt")
+    options = AuditOptions(input_shapes={"input": [8, WIDTH]}, verify_steps=0)
+    result = audit_with_remedies(path, options=options, device="cpu")
+    relu = next(r for r in _first(result, "vanishing_gradient")["recommendations"] if r["code"] == "use_relu")
+    assert relu["verification"]["status"] == "resolved"
+    assert "'0'" in relu["patch"] and "/Gemm" not in relu["patch"]  # the user's module names, not ONNX's
+    assert "exported to ONNX" in result.setup["remedies"]["route"]
+
+
+def test_a_healthy_network_gets_no_recommendation_and_nothing_is_verified(in_tmp):
+    path = export_onnx(mlp(), torch.randn(4, 6), in_tmp / "net.onnx", dynamic={0: "n"})
+    result = audit_with_remedies(path, options=AuditOptions(), device="cpu")
+    assert result.verdict == "healthy" and result.combined is None and result.fixes == {}
+    assert result.setup["remedies"] == {"verified": False, "reason": "no recommendation to verify"}
+
+
+def test_verification_can_be_turned_off_and_capped(in_tmp):
+    path = _sigmoid_onnx(in_tmp)
+    off = audit_with_remedies(path, options=AuditOptions(verify_remedies=False), device="cpu")
+    assert off.setup["remedies"]["verified"] is False
+    assert all("verification" not in r for f in off.findings for r in f["recommendations"])
+    capped = audit_with_remedies(path, options=AuditOptions(verify_steps=0), device="cpu", max_verified=1)
+    reasons = [r["verification"].get("reason", "") for f in capped.findings for r in f["recommendations"]]
+    assert sum("GRADAUDIT_MAX_VERIFIED_REMEDIES" in reason for reason in reasons) == len(reasons) - 1
+
+
+def _exploding_onnx(folder):
+    """Eight ReLU layers at about 3x He's gain each: the gradient grows toward the input."""
+    torch.manual_seed(0)
+    network = nn.Sequential(*[m for _ in range(8) for m in (nn.Linear(WIDTH, WIDTH), nn.ReLU())],
+                            nn.Linear(WIDTH, 5))
+    with torch.no_grad():
+        for layer in network:
+            if isinstance(layer, nn.Linear):
+                layer.weight.mul_(8.0)
+    return export_onnx(network.eval(), torch.randn(4, WIDTH), folder / "net.onnx", dynamic={0: "n"})
+
+
+def test_clipping_is_verified_by_training_with_and_without_it(in_tmp):
+    path = _exploding_onnx(in_tmp)
+    result = audit_with_remedies(path, options=AuditOptions(verify_steps=4), device="cpu")
+    exploding = _first(result, "exploding_gradient")
+    clip = next(r for r in exploding["recommendations"] if r["code"] == "clip_gradients")
+    verification = clip["verification"]
+    assert verification["metric"] == "max_update_to_weight" and verification["status"] != "not_applicable"
+    assert verification["after"] <= verification["before"]
+    assert verification["training"]["max_norm"] == clip["edit"]["max_norm"]
+    assert clip["patch"] is None and "exploding_gradient/clip_gradients" not in result.fixes
+
+
+def test_clipping_without_the_training_comparison_is_not_applicable_with_the_reason(in_tmp):
+    path = _exploding_onnx(in_tmp)
+    result = audit_with_remedies(path, options=AuditOptions(verify_steps=0), device="cpu")
+    clip = next(r for f in result.findings for r in f["recommendations"] if r["code"] == "clip_gradients")
+    assert clip["verification"]["status"] == "not_applicable"
+    assert "training comparison is off" in clip["verification"]["reason"]
+
+
+def test_a_crash_in_verification_keeps_the_report(in_tmp, monkeypatch):
+    def broken(*_args, **_kwargs):
+        raise KeyError("a bug in verification")
+
+    monkeypatch.setattr(remedies_audit, "verify_remedies", broken)
+    result = audit_with_remedies(_sigmoid_onnx(in_tmp), options=AuditOptions(verify_steps=0), device="cpu")
+    assert result.verdict == "critical" and result.setup["remedies"]["verified"] is False
+    assert {r["verification"]["status"] for f in result.findings for r in f["recommendations"]} == {"not_applicable"}
+
+
+def _finding(code: str, severity: str = "critical") -> dict:
+    return {"code": code, "severity": severity}
+
+
+@pytest.mark.parametrize(("after_findings", "before", "after", "status"), [
+    ([], -8.0, -0.5, "resolved"),
+    ([_finding("vanishing_gradient", "info")], -8.0, -1.0, "resolved"),  # info is not a finding to fix
+    ([_finding("dead_relu")], -8.0, -0.5, "improved"),  # gone, but a new critical one appeared
+    ([_finding("vanishing_gradient")], -8.0, -4.7, "improved"),  # past halfway to -1.5 (-4.75)
+    ([_finding("vanishing_gradient")], -8.0, -5.0, "no_effect"),
+    ([_finding("vanishing_gradient")], -8.0, -9.0, "worse"),
+])
+def test_the_status_follows_the_findings_and_the_metric(after_findings, before, after, status):
+    finding = _finding("vanishing_gradient")
+    metric = METRICS["vanishing_gradient"]
+    assert _status(finding, [finding], after_findings, metric, before, after) == status
