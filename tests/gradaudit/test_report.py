@@ -32,8 +32,10 @@ def report(**changes) -> dict:
 def test_build_report_shape():
     unmeasured = [{**layer, "output_grad": None, "activation": None} for layer in LAYERS]
     assert report() == {"id": "a1", "status": "succeeded", "report_version": REPORT_VERSION, "network": NETWORK,
-                         "setup": SETUP, "layers": unmeasured, "findings": FINDINGS, "verdict": "critical"}
-    assert list(report()) == ["id", "status", "report_version", "network", "setup", "layers", "findings", "verdict"]
+                         "setup": SETUP, "layers": unmeasured, "findings": FINDINGS, "verdict": "critical",
+                         "combined": None}
+    assert list(report()) == ["id", "status", "report_version", "network", "setup", "layers", "findings", "verdict",
+                              "combined"]
     assert REPORT_VERSION == 1
 
 
