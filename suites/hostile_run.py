@@ -24,8 +24,8 @@ class Outcome:
     final_status: str | None = None
     final_code: str | None = None
     report_status: int | None = None
-    finding_codes: list[str] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
+    finding_codes: list[str] = field(default_factory=list)
 
     def problems(self, ground: Ground) -> list[str]:
         """Every way this outcome differs from the case's expectation; empty when it holds."""

@@ -31,5 +31,11 @@ def test_a_wrong_code_a_server_error_a_leak_and_a_stuck_audit_are_each_seen(grou
     assert stuck.stuck() and "stuck=1" in summary([stuck], ground, worker_restarts=0)
 
 
+def test_a_succeeded_audit_lacking_its_finding_is_seen(ground):
+    nan = Case("nan", "onnx", lambda ground: Request(), 202, None, ("succeeded", None), "nonfinite_values")
+    assert Outcome(nan, 202, None, "a1", "succeeded", None, 200, [b"{}"], ["nonfinite_values"]).problems(ground) == []
+    assert "lack nonfinite_values" in Outcome(nan, 202, None, "a1", "succeeded", None, 200, [b"{}"]).problems(ground)[0]
+
+
 def test_the_corpus_has_unique_names_and_at_least_60_cases():
     assert len(CASES) >= 60 and len({case.name for case in CASES}) == len(CASES)
