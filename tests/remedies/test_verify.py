@@ -140,3 +140,12 @@ def test_the_status_follows_the_findings_and_the_metric(after_findings, before, 
     finding = _finding("vanishing_gradient")
     metric = METRICS["vanishing_gradient"]
     assert _status(finding, [finding], after_findings, metric, before, after) == status
+
+
+def test_a_pt2_upload_says_why_its_fixes_are_not_verified(in_tmp):
+    program = torch.export.export(deep_sigmoid(8, WIDTH), (torch.randn(8, WIDTH),))
+    torch.export.save(program, str(in_tmp / "net.pt2"))
+    result = audit_with_remedies(in_tmp / "net.pt2", options=AuditOptions(verify_steps=0), device="cpu")
+    reasons = {r["verification"]["reason"] for f in result.findings for r in f["recommendations"]}
+    assert result.findings and len(reasons) == 1 and "upload the network's ONNX export" in reasons.pop()
+    assert result.setup["remedies"]["verified"] is False

@@ -40,6 +40,11 @@ def audit_with_remedies(path: Path, *, options: AuditOptions, device: str = "aut
         reason = refused.detail if isinstance(refused, AuditError) else str(refused)
         _not_applicable_everywhere(result, f"the network could not be re-expressed as ONNX to edit: {reason}")
         return _with_setup(result, {"verified": False, "reason": reason})
+    except Exception:
+        log.exception("re-expressing %s as ONNX failed", path)
+        reason = "re-expressing the network as ONNX hit an unexpected error; it has been logged"
+        _not_applicable_everywhere(result, f"the network could not be re-expressed as ONNX to edit: {reason}")
+        return _with_setup(result, {"verified": False, "reason": reason})
 
     def probe_copy(patched: Path) -> EngineResult:
         return audit_network(patched, options=options, device=device, inputs_path=inputs_path, network_format="onnx")
@@ -58,10 +63,17 @@ def audit_with_remedies(path: Path, *, options: AuditOptions, device: str = "aut
                    setup={**result.setup, "remedies": setup})
 
 
+PT2_REASON = ("fixes are made as ONNX graph edits, and the module a .pt2 program loads as cannot be exported to ONNX "
+              "here (torch.onnx.export refuses to switch its mode or to take its parameters as constants): upload "
+              "the network's ONNX export (torch.onnx.export(network, inputs, 'net.onnx')) for verified fixes")
+
+
 def _base(path: Path, result: EngineResult, network_format: str | None, external_data_dir: Path | None,
           device: str) -> BaseNetwork:
     if result.network["format"] == "onnx":
         return onnx_base(path, external_data_dir, result.batches)
+    if result.network["format"] == "pt2":
+        raise NotApplicable(PT2_REASON)
     return exported_base(path, result, network_format, device)
 
 

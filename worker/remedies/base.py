@@ -80,7 +80,7 @@ def exported_base(path: Path, result, network_format: str | None, device: str) -
     from worker.engine.formats import load_network
 
     network = load_network(path, network_format)
-    module = network.module.eval()
+    module = network.module  # as the audit ran it (a .pt2 program's module refuses train/eval switches)
     inputs = result.batches.inputs[0]
     buffer = io.BytesIO()
     try:
@@ -92,7 +92,9 @@ def exported_base(path: Path, result, network_format: str | None, device: str) -
         raise NotApplicable(f"torch.onnx.export failed ({type(exc).__name__}: {str(exc)[:200]})") from None
     proto = onnx.load_from_string(buffer.getvalue())
     names = _exported_names([layer.name for layer in sorted(result.layers, key=lambda s: s.depth)], proto)
-    route = f"the {network.format} network exported to ONNX (torch.onnx.export, TorchScript-based exporter, opset 17)"
+    route = (f"the {network.format} network exported to ONNX (torch.onnx.export, TorchScript-based exporter, opset "
+             "17): each patched network is that ONNX graph, edited; a TorchScript or torch.export program cannot be "
+             "re-emitted with new modules in it, so the fixes download as ONNX")
     return BaseNetwork(proto, route, result.batches, names)
 
 
