@@ -40,9 +40,16 @@ class EngineResult:
     verdict: str = "healthy"  # healthy | warning | critical
     combined: dict[str, Any] | None = None  # the combined patch of verified remedies (worker/remedies)
     fixes: dict[str, str] = field(default_factory=dict)  # patched networks written: key -> path in the work folder
-    # What verification reuses in the same process; never sent on.
-    facts: NetworkFacts | None = field(default=None, compare=False, repr=False)
-    batches: ProbeBatches | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Probed:
+    """An audit's result with what verification reuses in the same process (never sent on): the facts the
+    diagnosis read and the probe batches."""
+
+    result: EngineResult
+    facts: NetworkFacts
+    batches: ProbeBatches
 
 
 def audit_network(
@@ -58,6 +65,13 @@ def audit_network(
 
     An ONNX network's external weight files are read from external_data_dir only (an extracted archive).
     """
+    return probe_network(path, options=options, device=device, inputs_path=inputs_path,
+                         network_format=network_format, external_data_dir=external_data_dir).result
+
+
+def probe_network(path: Path, *, options: AuditOptions, device: str = "auto", inputs_path: Path | None = None,
+                  network_format: str | None = None, external_data_dir: Path | None = None) -> Probed:
+    """audit_network's work, keeping the facts and batches for whoever re-probes a patched copy."""
     device = resolve_device(device)
     inputs_path = Path(inputs_path) if inputs_path else None
     opened = open_network(path, network_format, external_data_dir,
@@ -80,7 +94,7 @@ def audit_network(
     facts = network_facts(network, module, observed, layers, batch_size=batch_size,
                           loss_finite=loss_value is not None, weight_nonfinite=weight_nonfinite)
     findings = diagnose(facts)
-    return EngineResult(
+    result = EngineResult(
         network={"format": network.format, "parameters": parameter_total(module, observed, network.same_parameters),
                  "layers": len(layers)},
         setup={**_setup(network, batches, first_output, options, device), **_probe_setup(taps, losses, loss_value),
@@ -89,9 +103,8 @@ def audit_network(
         layers=layers,
         findings=findings,
         verdict=verdict(findings),
-        facts=facts,
-        batches=batches,
     )
+    return Probed(result, facts, batches)
 
 
 def _probe(module: torch.nn.Module, taps: Taps, batches: ProbeBatches, loss: str,

@@ -9,13 +9,12 @@ from pathlib import Path
 
 from gradaudit.errors import AuditError
 from gradaudit.options import AuditOptions
-from worker.diagnosis.diagnose import context_of
-from worker.engine.audit import EngineResult, audit_network
+from worker.engine.audit import EngineResult, Probed, probe_network
 from worker.engine.device import resolve_device
 from worker.remedies.base import BaseNetwork, exported_base, onnx_base
 from worker.remedies.graph import NotApplicable
 from worker.remedies.training import TrainingComparison, default_steps
-from worker.remedies.verify import Probe, verify_remedies
+from worker.remedies.verify import verify_remedies
 
 log = logging.getLogger(__name__)
 FIXES_DIR = Path("fixes")  # in the audit's work folder (the sandbox's scratch), collected by the parent
@@ -27,15 +26,16 @@ def audit_with_remedies(path: Path, *, options: AuditOptions, device: str = "aut
     """audit_network, then every recommendation verified (options.verify_remedies) and written to fixes_dir.
     Verification never costs the audit its report: where it fails unexpectedly, each recommendation says so."""
     device = resolve_device(device)
-    result = audit_network(path, options=options, device=device, inputs_path=inputs_path,
+    probed = probe_network(path, options=options, device=device, inputs_path=inputs_path,
                            network_format=network_format, external_data_dir=external_data_dir)
+    result = probed.result
     if not options.verify_remedies or max_verified == 0:
         return _with_setup(result, {"verified": False, "reason": "verify_remedies is off" if not
                                     options.verify_remedies else "GRADAUDIT_MAX_VERIFIED_REMEDIES is 0"})
     if not any(finding["recommendations"] for finding in result.findings):
         return _with_setup(result, {"verified": False, "reason": "no recommendation to verify"})
     try:
-        base = _base(path, result, network_format, external_data_dir, device)
+        base = _base(path, probed, network_format, external_data_dir, device)
     except (NotApplicable, AuditError) as refused:
         reason = refused.detail if isinstance(refused, AuditError) else str(refused)
         _not_applicable_everywhere(result, f"the network could not be re-expressed as ONNX to edit: {reason}")
@@ -46,13 +46,13 @@ def audit_with_remedies(path: Path, *, options: AuditOptions, device: str = "aut
         _not_applicable_everywhere(result, f"the network could not be re-expressed as ONNX to edit: {reason}")
         return _with_setup(result, {"verified": False, "reason": reason})
 
-    def probe_copy(patched: Path) -> EngineResult:
-        return audit_network(patched, options=options, device=device, inputs_path=inputs_path, network_format="onnx")
+    def probe_copy(patched: Path) -> Probed:
+        return probe_network(patched, options=options, device=device, inputs_path=inputs_path, network_format="onnx")
 
     try:
-        training = _training(base, result, options, device, fixes_dir)
-        remedies = verify_remedies(result, base, Probe(probe_copy, lambda audited: context_of(audited.facts)),
-                                   options=options, out_dir=fixes_dir, most=max_verified, training=training)
+        training = _training(base, probed, options, device, fixes_dir)
+        remedies = verify_remedies(probed, base, probe_copy, options=options, out_dir=fixes_dir, most=max_verified,
+                                   training=training)
     except Exception:
         log.exception("verifying the remedies of %s failed", path)
         reason = "verification hit an unexpected error; it has been logged"
@@ -68,19 +68,20 @@ PT2_REASON = ("fixes are made as ONNX graph edits, and the module a .pt2 program
               "the network's ONNX export (torch.onnx.export(network, inputs, 'net.onnx')) for verified fixes")
 
 
-def _base(path: Path, result: EngineResult, network_format: str | None, external_data_dir: Path | None,
+def _base(path: Path, probed: Probed, network_format: str | None, external_data_dir: Path | None,
           device: str) -> BaseNetwork:
-    if result.network["format"] == "onnx":
-        return onnx_base(path, external_data_dir, result.batches)
-    if result.network["format"] == "pt2":
+    network_format = probed.result.network["format"]
+    if network_format == "onnx":
+        return onnx_base(path, external_data_dir, probed.batches)
+    if network_format == "pt2":
         raise NotApplicable(PT2_REASON)
-    return exported_base(path, result, network_format, device)
+    return exported_base(path, probed, network_format, device)
 
 
-def _training(base: BaseNetwork, result: EngineResult, options: AuditOptions, device: str,
+def _training(base: BaseNetwork, probed: Probed, options: AuditOptions, device: str,
               fixes_dir: Path) -> TrainingComparison | None:
     steps = options.verify_steps if options.verify_steps is not None else default_steps(
-        result.network["parameters"])
+        probed.result.network["parameters"])
     if steps == 0:
         return None
     fixes_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +89,7 @@ def _training(base: BaseNetwork, result: EngineResult, options: AuditOptions, de
     import onnx
 
     onnx.save(base.proto, original)
-    return TrainingComparison(original, result.batches, options, steps, device)
+    return TrainingComparison(original, probed.batches, options, steps, device)
 
 
 def _with_setup(result: EngineResult, remedies: dict) -> EngineResult:

@@ -68,7 +68,7 @@ def onnx_base(path: Path, external_data_dir: Path | None, batches: ProbeBatches)
     return BaseNetwork(proto, "the uploaded ONNX graph", batches)
 
 
-def exported_base(path: Path, result, network_format: str | None, device: str) -> BaseNetwork:
+def exported_base(path: Path, probed, network_format: str | None, device: str) -> BaseNetwork:
     """A TorchScript or .pt2 network exported to ONNX by torch's TorchScript-based exporter (the graph as loaded:
     screened, fast paths rewritten), its report layers mapped to the exported nodes by module scope, else by
     order within each kind of layer."""
@@ -81,7 +81,7 @@ def exported_base(path: Path, result, network_format: str | None, device: str) -
 
     network = load_network(path, network_format)
     module = network.module  # as the audit ran it (a .pt2 program's module refuses train/eval switches)
-    inputs = result.batches.inputs[0]
+    inputs = probed.batches.inputs[0]
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -91,11 +91,11 @@ def exported_base(path: Path, result, network_format: str | None, device: str) -
     except Exception as exc:  # what torch cannot export, we cannot edit: said in every recommendation
         raise NotApplicable(f"torch.onnx.export failed ({type(exc).__name__}: {str(exc)[:200]})") from None
     proto = onnx.load_from_string(buffer.getvalue())
-    names = _exported_names([layer.name for layer in sorted(result.layers, key=lambda s: s.depth)], proto)
+    names = _exported_names([layer.name for layer in sorted(probed.result.layers, key=lambda s: s.depth)], proto)
     route = (f"the {network.format} network exported to ONNX (torch.onnx.export, TorchScript-based exporter, opset "
              "17): each patched network is that ONNX graph, edited; a TorchScript or torch.export program cannot be "
              "re-emitted with new modules in it, so the fixes download as ONNX")
-    return BaseNetwork(proto, route, result.batches, names)
+    return BaseNetwork(proto, route, probed.batches, names)
 
 
 _WEIGHTS = ("Gemm", "MatMul", "Conv", "RNN", "LSTM", "GRU")

@@ -10,6 +10,7 @@ metric moved at least halfway to the threshold), `worse` (it moved away by more 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ import onnx
 from gradaudit.errors import AuditError, one_line
 from gradaudit.options import AuditOptions
 from worker.diagnosis.common import SEVERITY_RANK, Context
+from worker.diagnosis.diagnose import context_of
+from worker.engine.audit import EngineResult, Probed
 from worker.remedies.base import BaseNetwork
 from worker.remedies.edits import EditInputs, apply_edit
 from worker.remedies.graph import Graph, NotApplicable
@@ -31,12 +34,7 @@ MAX_PATCHED_BYTES = 1_800_000_000
 TRAINING_CODES = ("clip_gradients",)
 
 
-@dataclass(frozen=True)
-class Probe:
-    """How to audit a patched copy: the engine call with the audit's own options, and its diagnosis context."""
-
-    audit: Any  # Callable[[Path], EngineResult]: audit_network with the audit's options, device and inputs
-    context: Any  # Callable[[EngineResult], Context]
+ProbeCopy = Callable[[Path], Probed]  # probe_network on a patched file, with the audit's options, device, inputs
 
 
 @dataclass
@@ -66,11 +64,12 @@ class Remedies:
     setup: dict = field(default_factory=dict)
 
 
-def verify_remedies(result, base: BaseNetwork, probe: Probe, *, options: AuditOptions, out_dir: Path,
+def verify_remedies(probed: Probed, base: BaseNetwork, probe: ProbeCopy, *, options: AuditOptions, out_dir: Path,
                     most: int, training: TrainingComparison | None) -> Remedies:
-    """Verify the recommendations of result's findings (at most `most` of them, report order), rewrite each with
+    """Verify the recommendations of the audit's findings (at most `most` of them, report order), rewrite each with
     its patch and verification, order them by measured effect, then verify the combined patch."""
-    remedies, context, verified = Remedies(), probe.context(result), 0
+    result, context = probed.result, context_of(probed.facts)
+    remedies, verified = Remedies(), 0
     out_dir.mkdir(parents=True, exist_ok=True)
     for finding in result.findings:
         for recommendation in finding["recommendations"]:
@@ -92,7 +91,8 @@ def verify_remedies(result, base: BaseNetwork, probe: Probe, *, options: AuditOp
     return remedies
 
 
-def _verify_one(finding: dict, recommendation: dict, result, context: Context, base: BaseNetwork, probe: Probe,
+def _verify_one(finding: dict, recommendation: dict, result: EngineResult, context: Context, base: BaseNetwork,
+                probe: ProbeCopy,
                 options: AuditOptions, training: TrainingComparison | None, out: Path) -> Path | None:
     started = time.monotonic()
     metric = metric_for(finding)
@@ -104,16 +104,16 @@ def _verify_one(finding: dict, recommendation: dict, result, context: Context, b
     try:
         graph, patch = _patched(base, [recommendation], options)
         _save(graph.proto, out)
-        patched = probe.audit(out)
+        patched = probe(out)
     except (NotApplicable, AuditError) as refused:
         _record(recommendation, None, Verification("not_applicable", metric.name, before, None, [],
                                                    time.monotonic() - started, reason=_reason(refused)))
         out.unlink(missing_ok=True)
         return None
-    after = measure(metric, finding["code"], probe.context(patched))
-    status = _status(finding, result.findings, patched.findings, metric, before, after)
+    after = measure(metric, finding["code"], context_of(patched.facts))
+    status = _status(finding, result.findings, patched.result.findings, metric, before, after)
     curves = training.compare(out) if training else None
-    _record(recommendation, patch, Verification(status, metric.name, before, after, _codes(patched.findings),
+    _record(recommendation, patch, Verification(status, metric.name, before, after, _codes(patched.result.findings),
                                                 time.monotonic() - started, training=curves))
     return out
 
@@ -190,7 +190,7 @@ def _effect(recommendation: dict) -> tuple[int, float]:
     return rank, -gain
 
 
-def _combined(result, context: Context, base: BaseNetwork, probe: Probe, options: AuditOptions,
+def _combined(result: EngineResult, context: Context, base: BaseNetwork, probe: ProbeCopy, options: AuditOptions,
               training: TrainingComparison | None, out: Path, remedies: Remedies) -> dict | None:
     """The best-verified graph edit of every finding, applied together in finding order, verified alike."""
     chosen, skipped = [], []
@@ -213,7 +213,7 @@ def _combined(result, context: Context, base: BaseNetwork, probe: Probe, options
     try:
         graph, patch = _patched(base, [r for _, r in applied], options)
         _save(graph.proto, out)
-        patched = probe.audit(out)
+        patched = probe(out).result
     except (NotApplicable, AuditError) as refused:
         out.unlink(missing_ok=True)
         return {**entry, "patch": None, "verification": {"status": "not_applicable", "reason": _reason(refused),
