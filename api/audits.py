@@ -1,4 +1,4 @@
-"""/v1/audits: submit an artifact, poll its audit, read the report and the per-layer rows."""
+"""/v1/audits: submit an artifact, poll its audit, read the report, the per-layer rows and the patched networks."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from werkzeug.datastructures import FileStorage
 
 from api.auth import authenticate, caller, check_active_limit, create_owned_audit
+from api.downloads import download_name, network_download
 from api.problems import failed_audit_problem, problem
 from api.services import services
 from api.views import audit_json, page_json
@@ -16,6 +17,7 @@ from gradaudit.artifacts import ArtifactTooLarge
 from gradaudit.formats import NETWORK_FORMATS, UnsupportedFormat, network_format, sniff_format
 from gradaudit.options import AuditOptions
 from gradaudit.queue import send_audit
+from gradaudit.remedies import NoPatchedNetwork, patched_network
 from gradaudit.report import build_report, layer_json
 from models import audits as audit_rows
 from models.audits import SUCCEEDED
@@ -89,6 +91,21 @@ def get_layers(audit_id: str):
         _finished(db_session, audit_id)
         layers = audit_rows.list_layers(db_session=db_session, audit_id=audit_id)
         return {"id": audit_id, "layers": [layer_json(layer.with_batch_rows()) for layer in layers]}
+
+
+@audits.get("/<audit_id>/remedies/<code>/network")
+def get_patched_network(audit_id: str, code: str):
+    """The patched ONNX network of a verified recommendation (`?finding=` picks the finding), or of the combined
+    patch (code `combined`), as a download."""
+    with services().sessions() as db_session:
+        audit = _finished(db_session, audit_id)
+        try:
+            network = patched_network(findings=audit.findings, combined=audit.combined, setup=audit.setup,
+                                      code=code, finding=request.args.get("finding"))
+        except NoPatchedNetwork as missing:
+            raise problem("remedy_not_found", str(missing)) from None
+        name = download_name(audit.filename, code)
+    return network_download(network, name)
 
 
 def _existing(db_session, audit_id: str):

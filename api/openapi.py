@@ -72,6 +72,26 @@ _PATHS = {
         "responses": {"200": _json("Layers", "Layers"), "404": _problem("audit_not_found"),
                       "409": _problem("audit_not_finished"), "422": _problem("the failed audit's own code")},
     }},
+    "/v1/audits/{audit_id}/remedies/{code}/network": {"get": {
+        "summary": "The patched ONNX network of a verified recommendation, or of the combined patch",
+        "description": "The first recommendation with this code in report order (`finding` picks the finding); "
+                       "code `combined` names the combined patch. Its `network` in the report is this file.",
+        "parameters": [_AUDIT_ID,
+                       {"name": "code", "in": "path", "required": True, "schema": {"type": "string"},
+                        "description": "a recommendation's code, or `combined`"},
+                       {"name": "finding", "in": "query", "required": False, "schema": {"type": "string"},
+                        "description": "the code of the finding whose recommendation is meant"}],
+        "responses": {"200": {"description": "The ONNX file",
+                              "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
+                              "content": {"application/octet-stream": {
+                                  "schema": {"type": "string", "format": "binary"}}}},
+                      "404": _problem("audit_not_found, or remedy_not_found: no such recommendation, or no patched "
+                                      "network kept for it (the detail says why)"),
+                      "409": _problem("audit_not_finished"),
+                      "422": _problem("the failed audit's own code"),
+                      "503": _problem("worker_lost, or storage_unavailable: the artifact store does not hold "
+                                      "the file")},
+    }},
     "/healthz": {"get": {
         "summary": "Database, broker and artifact store reachability",
         "responses": {"200": {"description": "Both reachable"}, "503": {"description": "One is not"}},

@@ -37,6 +37,10 @@ class ArtifactStore:
             raise ValueError("not a sha256 hex digest")
         return self.root / sha256[:2] / sha256
 
+    def open(self, sha256: str) -> BinaryIO:
+        """The stored artifact, open for reading; OSError (FileNotFoundError) where the store does not hold it."""
+        return self.path_for(sha256).open("rb")
+
     def save(self, stream: BinaryIO, max_bytes: int) -> StoredArtifact:
         """Copy a stream into the store chunk by chunk, hashing as it goes; never whole in memory."""
         self.root.mkdir(parents=True, exist_ok=True)

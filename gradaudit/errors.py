@@ -27,6 +27,7 @@ ERRORS: dict[str, ErrorCode] = {
     "invalid_api_key": ErrorCode(401, "Invalid API key"),
     "not_found": ErrorCode(404, "Not Found"),
     "audit_not_found": ErrorCode(404, "No such audit"),
+    "remedy_not_found": ErrorCode(404, "No such patched network"),
     "method_not_allowed": ErrorCode(405, "Method Not Allowed"),
     "audit_not_finished": ErrorCode(409, "The audit has not finished"),
     "upload_too_large": ErrorCode(413, "Upload too large"),

@@ -11,8 +11,9 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_type_hints
 
-from typing_extensions import (
-    TypedDict,  # pydantic reads these for the OpenAPI schemas; typing's lacks what it needs before 3.12
+from typing_extensions import (  # pydantic reads these for the OpenAPI schemas; typing's lack what it needs before 3.12
+    NotRequired,
+    TypedDict,
 )
 
 # An output counts as saturated where the activation's derivative is below this share of its peak.
@@ -184,11 +185,56 @@ Severity = Literal["info", "warning", "critical"]
 Verdict = Literal["healthy", "warning", "critical"]
 
 
+VerificationStatus = Literal["resolved", "improved", "no_effect", "worse", "not_applicable"]
+
+
+class PatchedNetwork(TypedDict):
+    """A patched copy of the network, kept as an ONNX file: in the service an artifact, named by its sha256 and
+    downloaded from GET /v1/audits/{id}/remedies/{code}/network; from `gradaudit audit --write-fixes DIR`, a
+    file in DIR."""
+
+    format: Literal["onnx"]
+    size: int
+    sha256: NotRequired[str]
+    file: NotRequired[str]
+
+
+class TrainingCurves(TypedDict):
+    """The loss of the original and of the patched copy (for clip_gradients: trained with clipping) over the same
+    steps from the same weights; a loss is null where it was not finite."""
+
+    steps: int
+    loss_original: list[float | None]
+    loss_patched: list[float | None]
+    max_norm: NotRequired[float]  # clip_gradients only
+
+
+class Verification(TypedDict):
+    """What applying one recommendation to a copy of the network and probing the copy with the audit's own
+    options measured: the finding's metric before and after, and the findings (code:severity, warning and
+    above) the copy still has. `reason` says why where the status is not_applicable."""
+
+    status: VerificationStatus
+    metric: str | None
+    before: float | None
+    after: float | None
+    findings_after: list[str]
+    training: TrainingCurves | None
+    seconds: float
+    reason: NotRequired[str]
+
+
 class Recommendation(TypedDict):
-    """One concrete change that addresses a finding."""
+    """One concrete change that addresses a finding; where remedies were verified, with the patch made to a copy
+    of the network, what that changed, and the patched network where one was kept."""
 
     code: str
     text: str
+    layers: NotRequired[list[str]]  # the layers it changes, by their names in the report
+    edit: NotRequired[dict[str, Any]]  # the edit's parameters (worker/remedies)
+    patch: NotRequired[str | None]  # the change made, in words; null where none could be made
+    verification: NotRequired[Verification]
+    network: NotRequired[PatchedNetwork]
 
 
 class Finding(TypedDict):
@@ -213,6 +259,28 @@ class Training(TypedDict):
     first_loss: float | None
     last_loss: float | None
     update_to_weight: float | None
+
+
+class RemedyTraining(TypedDict):
+    """How the original and each patched copy were trained for comparison (options.verify_steps)."""
+
+    steps: int
+    optimizer: str
+    learning_rate: float
+    parameter_budget: int
+    task: str
+
+
+class RemediesSetup(TypedDict):
+    """Whether the recommendations were verified (`reason` says why not), how many, and how the copy to edit was
+    obtained (`route`)."""
+
+    verified: bool
+    reason: NotRequired[str]
+    verified_recommendations: NotRequired[int]
+    max_verified_recommendations: NotRequired[int]  # GRADAUDIT_MAX_VERIFIED_REMEDIES
+    route: NotRequired[str]
+    training: NotRequired[RemedyTraining | None]
 
 
 class Setup(TypedDict, total=False):
@@ -252,6 +320,44 @@ class Setup(TypedDict, total=False):
     time_limit_s: float  # the audit's wall-clock limit (GRADAUDIT_SOFT_TIME_LIMIT_S)
     memory_limit_mb: int  # the memory its process could add (GRADAUDIT_AUDIT_MEMORY_MB)
     sandbox: list[str]  # the confinement its process ran under (worker/sandbox)
+    remedies: RemediesSetup  # worker/remedies
+
+
+class CombinedFix(TypedDict):
+    """A recommendation in the combined patch."""
+
+    finding: str
+    code: str
+
+
+class SkippedFix(CombinedFix):
+    """A best fix left out of the combined patch, and why (an earlier edit changed its layers)."""
+
+    reason: str
+
+
+class CombinedVerification(TypedDict):
+    """What the combined patch changed: the verdict and the findings (code:severity) before and after; where it
+    could not be made or audited, status not_applicable and the reason alone."""
+
+    status: VerificationStatus
+    seconds: float
+    verdict_before: NotRequired[Verdict]
+    verdict_after: NotRequired[Verdict]
+    findings_before: NotRequired[list[str]]
+    findings_after: NotRequired[list[str]]
+    training: NotRequired[TrainingCurves | None]
+    reason: NotRequired[str]
+
+
+class CombinedPatch(TypedDict):
+    """The best verified graph edit of every finding (resolved or improved), applied together to one copy."""
+
+    recommendations: list[CombinedFix]
+    skipped: list[SkippedFix]
+    patch: str | None
+    verification: CombinedVerification
+    network: NotRequired[PatchedNetwork]
 
 
 class NetworkSummary(TypedDict, total=False):
@@ -282,3 +388,4 @@ class Report(TypedDict):
     layers: list[ReportLayer]
     findings: list[Finding]
     verdict: Verdict
+    combined: CombinedPatch | None  # null where remedies were not verified or none resolved or improved a finding

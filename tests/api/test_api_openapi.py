@@ -71,3 +71,16 @@ def test_report_schemas_are_derived_from_the_records(client):
     assert set(schemas["Finding"]["required"]) >= {"code", "severity", "layers", "evidence", "recommendations"}
     activation_fields = {k[len("activation_"):] for k in BATCH_ROW_FIELDS if k.startswith("activation_")}
     assert activation_fields <= set(schemas["ActivationBatch"]["properties"])
+
+
+def test_report_schemas_carry_the_verified_remedies(client):
+    document = client.get("/openapi.json").get_json()
+    schemas = document["components"]["schemas"]
+    assert set(schemas["Recommendation"]["required"]) == {"code", "text"}  # older reports carry only these
+    assert {"layers", "patch", "verification", "network"} <= set(schemas["Recommendation"]["properties"])
+    assert set(schemas["Verification"]["properties"]["status"]["enum"]) == {
+        "resolved", "improved", "no_effect", "worse", "not_applicable"}
+    assert "combined" in schemas["Report"]["required"] and "remedies" in schemas["Setup"]["properties"]
+    assert set(schemas["CombinedPatch"]["required"]) == {"recommendations", "skipped", "patch", "verification"}
+    download = document["paths"]["/v1/audits/{audit_id}/remedies/{code}/network"]["get"]["responses"]
+    assert set(download["200"]["content"]) == {"application/octet-stream"}

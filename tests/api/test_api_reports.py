@@ -129,6 +129,7 @@ def test_report_of_succeeded_audit(client, services, new_audit):
         "layers": [{**LAYERS[1], **UNMEASURED}, {**LAYERS[0], **UNMEASURED}],
         "findings": FINDINGS,
         "verdict": "warning",
+        "combined": None,
     }
 
 
