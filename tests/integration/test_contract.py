@@ -4,11 +4,13 @@ content type and headers, a body valid against the document. Bounded and derando
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
 from pathlib import Path
 
+import onnx
 import pytest
 import requests
 import schemathesis
@@ -79,6 +81,8 @@ def live(tmp_path_factory):
             "succeeded": running.finished_audit(running.network, '{"input_shapes": {"x": [4, 32]}}'),
             # TorchScript declares no input shapes: input_shape_required.
             "failed": running.finished_audit(save_torchscript(mlp(2, nn.ReLU), tmp_path / "net.pt"), "{}"),
+            # Vanishing gradients whose verified fixes keep patched networks: the download is fuzzed on them.
+            "remedied": running.finished_audit(save_onnx(mlp(11, nn.Sigmoid), tmp_path / "deep.onnx"), "{}"),
         }
         yield running
     finally:
@@ -130,7 +134,8 @@ def test_invalid_requests_get_a_documented_answer(live, method, path):
     assert seen - {401} and all(status < 500 for status in seen), seen
 
 
-AUDIT_OPERATIONS = [path for method, path in OPERATIONS if "{audit_id}" in path]
+PATCHED_NETWORK = "/v1/audits/{audit_id}/remedies/{code}/network"
+AUDIT_OPERATIONS = [path for method, path in OPERATIONS if "{audit_id}" in path and path != PATCHED_NETWORK]
 
 
 @pytest.mark.parametrize("path", AUDIT_OPERATIONS)
@@ -139,6 +144,24 @@ def test_a_finished_audit_is_answered_as_documented(live, path, outcome):
     case = live.operation("GET", path).Case(path_parameters={"audit_id": live.audits[outcome]})
     response = case.call_and_validate(base_url=live.url, headers=live.headers, checks=CHECKS, timeout=30)
     assert response.status_code == (200 if outcome == "succeeded" or path == "/v1/audits/{audit_id}" else 422)
+
+
+def test_patched_networks_are_answered_as_documented(live):
+    report = requests.get(f"{live.url}/v1/audits/{live.audits['remedied']}/report", headers=live.headers,
+                          timeout=10).json()
+    kept = [recommendation for finding in report["findings"] for recommendation in finding["recommendations"]
+            if "network" in recommendation]
+    assert kept and report["combined"]["network"], report["setup"]["remedies"]
+    answers = {}
+    for outcome, code, status in (("remedied", kept[0]["code"], 200), ("remedied", "combined", 200),
+                                  ("remedied", "no_such_fix", 404), ("failed", "combined", 422)):
+        case = live.operation("GET", PATCHED_NETWORK).Case(
+            path_parameters={"audit_id": live.audits[outcome], "code": code})
+        response = case.call_and_validate(base_url=live.url, headers=live.headers, checks=CHECKS, timeout=30)
+        assert response.status_code == status, response.text
+        answers[outcome, code] = response
+    assert hashlib.sha256(answers["remedied", kept[0]["code"]].content).hexdigest() == kept[0]["network"]["sha256"]
+    assert onnx.load_from_string(answers["remedied", "combined"].content).graph.node
 
 
 def test_the_list_of_finished_audits_is_answered_as_documented(live):
