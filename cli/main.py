@@ -93,8 +93,9 @@ def _parse_shapes(values: tuple[str, ...]) -> dict[str, list[int]]:
     return shapes
 
 
-def _options(input_shape, batch_size, seed, loss) -> AuditOptions:
-    fields = {"input_shapes": _parse_shapes(input_shape), "batch_size": batch_size, "seed": seed, "loss": loss}
+def _options(input_shape, batch_size, seed, loss, verify=None) -> AuditOptions:
+    fields = {"input_shapes": _parse_shapes(input_shape), "batch_size": batch_size, "seed": seed, "loss": loss,
+              "verify_remedies": verify}
     try:
         return AuditOptions(**{key: value for key, value in fields.items() if value is not None})
     except ValidationError as invalid:
@@ -137,6 +138,8 @@ _probe_options = [
     click.option("--batch-size", type=int),
     click.option("--seed", type=int),
     click.option("--loss", type=click.Choice(["auto", "sum", "mse", "cross_entropy"])),
+    click.option("--verify/--no-verify", default=None,
+                 help="apply every recommendation to a copy of the network and re-probe it (default: on)"),
     click.option("--fail-on", type=click.Choice(["warning", "critical"]),
                  help="exit 1 when the verdict is at least this severe"),
     click.option("--json", "as_json", is_flag=True, help="print the report as JSON"),
@@ -155,15 +158,13 @@ def probe_options(command):
 @click.option("--inputs", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=".npz batch")
 @click.option("--write-fixes", type=click.Path(file_okay=False, path_type=Path),
               help="write each verified fix's patched network (and the combined one) into this folder as .onnx")
-@click.option("--verify/--no-verify", default=True, show_default=True,
-              help="apply every recommendation to a copy of the network and re-probe it")
 @probe_options
 @coded_failures
-def audit(path, inputs, write_fixes, verify, input_shape, batch_size, seed, loss, fail_on, as_json) -> None:
+def audit(path, inputs, write_fixes, input_shape, batch_size, seed, loss, verify, fail_on, as_json) -> None:
     """Audit a network file here, without a server, and print the report."""
     from cli.local import audit_file
 
-    options = _options(input_shape, batch_size, seed, loss).model_copy(update={"verify_remedies": verify})
+    options = _options(input_shape, batch_size, seed, loss, verify)
     report, error = audit_file(path, options=options, inputs_path=inputs, settings=_settings(),
                                write_fixes=write_fixes)
     if error:
@@ -182,12 +183,13 @@ def audit(path, inputs, write_fixes, verify, input_shape, batch_size, seed, loss
 @click.option("--timeout", default=1800, show_default=True, type=float, help="seconds to wait")
 @probe_options
 @coded_failures
-def submit(path, url, api_key, inputs, wait, timeout, input_shape, batch_size, seed, loss, fail_on, as_json) -> None:
+def submit(path, url, api_key, inputs, wait, timeout, input_shape, batch_size, seed, loss, verify, fail_on,
+           as_json) -> None:
     """Upload a network to a gradaudit service; with --wait, gate on its verdict."""
     from cli.client import Client, ServiceError
 
     client = Client(url, api_key=api_key)
-    options = _options(input_shape, batch_size, seed, loss)
+    options = _options(input_shape, batch_size, seed, loss, verify)
     try:
         audit_doc = client.submit(path, options=options.model_dump(exclude_unset=True), inputs_path=inputs)
         if not wait and not fail_on:
