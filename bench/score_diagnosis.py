@@ -7,6 +7,10 @@ the healthy controls and how often the first recommendation is one of the litera
 
     .venv/bin/python bench/score_diagnosis.py                 # the full sweep, both formats
     .venv/bin/python bench/score_diagnosis.py --sweep fast --formats torchscript
+    .venv/bin/python bench/score_diagnosis.py --remedies --every 3     # verified remedies on a third of the sweep
+
+--remedies runs audit_with_remedies instead of the plain audit and adds issue 13's figures (bench/remedy_scores.py);
+--every N keeps every Nth case of each family, --families a,b only those families (bounded runs on a small machine).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.remedy_scores import audit_verified, print_remedies, remedy_row  # noqa: E402
 from gradaudit.errors import AuditError  # noqa: E402
 from suites.baselines import autotrainer, sagemaker  # noqa: E402
 from suites.diagnosis import EXPORT_ROUTES, cases, export  # noqa: E402
@@ -40,15 +45,17 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for case in cases(args.sweep):
+        for case in _subset(cases(args.sweep), args.every, args.families):
             baseline = {"autotrainer": autotrainer(case.network(), case.shape),
                         "sagemaker": sagemaker(case.network(), case.shape)}
             for network_format in args.formats:
-                rows.append(_score_one(case, network_format, Path(folder), baseline))
+                rows.append(_score_one(case, network_format, Path(folder), baseline, args.remedies))
                 if args.verbose and not rows[-1]["right"]:
                     print("miss", json.dumps({k: rows[-1][k] for k in ("case", "format", "expected", "raised",
                                                                        "first")}, default=sorted), file=sys.stderr)
     _print(rows)
+    if args.remedies:
+        print_remedies(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1, default=sorted))
 
@@ -59,21 +66,41 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--formats", nargs="+", choices=EXPORT_ROUTES, default=["onnx", "torchscript"])
     parser.add_argument("--json", help="also write every case's result to this file")
     parser.add_argument("--verbose", action="store_true", help="name each case gradaudit gets wrong")
+    parser.add_argument("--remedies", action="store_true", help="verify every recommendation (audit_with_remedies)")
+    parser.add_argument("--every", type=int, default=1, help="keep every Nth case of each family")
+    parser.add_argument("--families", help="comma-separated families to keep (e.g. glorot2010,healthy)")
     return parser.parse_args()
 
 
-def _score_one(case, network_format: str, folder: Path, baseline: dict) -> dict:
+def _subset(found: list, every: int, families: str | None) -> list:
+    kept = set(families.split(",")) if families else None
+    position: Counter = Counter()
+    chosen = []
+    for case in found:
+        position[case.family] += 1
+        if (kept is None or case.family in kept) and (position[case.family] - 1) % every == 0:
+            chosen.append(case)
+    return chosen
+
+
+def _score_one(case, network_format: str, folder: Path, baseline: dict, remedies: bool = False) -> dict:
     path, options = export(case, network_format, folder)
-    started = time.perf_counter()
+    started, extra = time.perf_counter(), {}
     try:
-        result = audit_network(path, options=options, device="cpu", external_data_dir=path.parent)
+        if remedies:
+            work = folder / f"{case.name}-{network_format}-remedies"
+            result, diagnosed = audit_verified(path, options, work, path.parent)
+            extra = remedy_row(result, diagnosed)
+            first = diagnosed[0][0] if diagnosed and diagnosed[0] else None  # the diagnosis's first, as unverified
+        else:
+            result = audit_network(path, options=options, device="cpu", external_data_dir=path.parent)
+            first = result.findings[0]["recommendations"][0]["code"] if result.findings else None
         raised = {f["code"] for f in result.findings if f["severity"] in ("warning", "critical")}
-        first = result.findings[0]["recommendations"][0]["code"] if result.findings else None
         error = None
     except AuditError as failed:
         raised, first, error = set(), None, failed.code
     seconds = time.perf_counter() - started
-    return {"case": case.name, "family": case.family, "format": network_format, "expected": set(case.expected),
+    return {**extra, "case": case.name, "family": case.family, "format": network_format, "expected": set(case.expected),
             "fixes": set(case.fixes), "raised": raised, "first": first, "error": error, "seconds": seconds,
             "autotrainer": baseline["autotrainer"], "sagemaker": baseline["sagemaker"],
             "right": raised == set(case.expected) and (not case.fixes or first in case.fixes)}
