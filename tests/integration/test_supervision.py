@@ -43,9 +43,11 @@ def served(tmp_path):
 def _running_with_queue(served: Served, networks) -> list[str]:
     """A slow audit running and tiny ones queued behind it; their ids, the slow one first."""
     slow, tiny = networks
-    ids = [served.submit(slow, SLOW_OPTIONS)]
+    # All posted first, then the wait: whatever kills something next does so right after the slow one starts,
+    # not after a few more POSTs, which on a loaded machine could outlast the slow audit.
+    ids = [served.submit(slow, SLOW_OPTIONS)] + [served.submit(tiny, TINY_OPTIONS) for _ in range(QUEUED_BEHIND)]
     served.wait_status(ids[0], ("running",))
-    return ids + [served.submit(tiny, TINY_OPTIONS) for _ in range(QUEUED_BEHIND)]
+    return ids
 
 
 def _all_succeed(served: Served, ids: list[str], timeout_s: float = 150) -> list[dict]:
