@@ -84,6 +84,9 @@ class Audit(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # While running: loading, checking_parity, converting, probing, diagnosing, verifying; and 0-1, monotonic.
+    phase: Mapped[str | None] = mapped_column(String(32))
+    progress: Mapped[float | None] = mapped_column(Float)
 
     artifact_sha256: Mapped[str] = mapped_column(String(64))
     artifact_format: Mapped[str] = mapped_column(String(16))
