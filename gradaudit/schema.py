@@ -184,6 +184,13 @@ def _max(values: list[float | None]) -> float | None:
 Severity = Literal["info", "warning", "critical"]
 Verdict = Literal["healthy", "warning", "critical"]
 
+# Every code the diagnosis (worker/diagnosis) gives a finding, root causes before the symptoms they explain: the
+# report lists findings in this order, so its first recommendation is the first finding's first.
+FINDING_CODES = (
+    "nonfinite_values", "poor_initialization", "dead_relu", "saturated_activation", "recurrent_long_range",
+    "vanishing_gradient", "missing_normalization", "exploding_gradient", "deep_plain_stack",
+)
+
 
 VerificationStatus = Literal["resolved", "improved", "no_effect", "worse", "not_applicable"]
 

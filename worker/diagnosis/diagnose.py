@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from gradaudit.schema import LayerRecord
+from gradaudit.schema import FINDING_CODES, LayerRecord
 from worker.diagnosis import architecture, flow, initialization, nonfinite, recurrent, units
 from worker.diagnosis.common import SEVERITY_RANK, Context
 from worker.diagnosis.facts import RECURRENT, LayerRole, NetworkFacts
@@ -15,11 +15,6 @@ from worker.diagnosis.recommendations import RECOMMENDATION_CODES, recommend
 
 __all__ = ["FINDING_CODES", "RECOMMENDATION_CODES", "context_of", "diagnose", "verdict", "weight_layers"]
 
-# Root causes before the symptoms they explain: the report's first recommendation is the first finding's first.
-FINDING_CODES = (
-    "nonfinite_values", "poor_initialization", "dead_relu", "saturated_activation", "recurrent_long_range",
-    "vanishing_gradient", "missing_normalization", "exploding_gradient", "deep_plain_stack",
-)
 # Symptoms a critical cause already accounts for: zero or identical weights, a layer that is dead throughout.
 _EXPLAINED_BY = {
     "poor_initialization": ("dead_relu", "saturated_activation", "vanishing_gradient", "exploding_gradient",
