@@ -26,6 +26,8 @@ def audit_file(
     from worker.remedies.audit import audit_with_remedies  # torch loads here, for this command only
     from worker.runner import run_artifact
 
+    # The sandboxed child works in its own scratch folder: a path relative to ours would name nothing there.
+    path, inputs_path = path.resolve(), inputs_path.resolve() if inputs_path else None
     try:
         with path.open("rb") as stream:
             artifact_format = sniff_format(stream)

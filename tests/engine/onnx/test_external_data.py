@@ -164,3 +164,12 @@ def test_a_bare_onnx_reached_through_a_link_reads_its_own_weights(tmp_path):
     result = audit_network(tmp_path / "linked" / "net.onnx", options=OPTIONS, device="cpu")
 
     assert result.network["format"] == "onnx"
+
+
+def test_gradaudit_audit_takes_paths_relative_to_the_working_directory(tmp_path, monkeypatch):
+    # The sandboxed child runs in its own scratch folder, where a relative path names nothing.
+    export_onnx(mlp(), torch.randn(4, 6), tmp_path / "net.onnx")
+    monkeypatch.chdir(tmp_path)
+    report, error = audit_file(Path("net.onnx"), options=OPTIONS, inputs_path=None,
+                               settings=load_settings({}, data_dir=tmp_path / "data"))
+    assert error is None and report["layers"]
