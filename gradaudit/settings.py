@@ -30,6 +30,12 @@ ENVIRONMENT_VARIABLES = {
     "GRADAUDIT_SANDBOX_USER": "sandbox_user",
     "GRADAUDIT_AUTH": "auth",
     "GRADAUDIT_MAX_ACTIVE_AUDITS_PER_KEY": "max_active_audits_per_key",
+    "GRADAUDIT_WEBHOOK_SECRET": "webhook_secret",
+    "GRADAUDIT_WEBHOOK_ALLOW_PRIVATE": "webhook_allow_private",
+    "GRADAUDIT_WEBHOOK_MAX_ATTEMPTS": "webhook_max_attempts",
+    "GRADAUDIT_WEBHOOK_BACKOFF_S": "webhook_backoff_s",
+    "GRADAUDIT_METRICS_TOKEN": "metrics_token",
+    "GRADAUDIT_RETENTION_DAYS": "retention_days",
 }
 
 
@@ -58,6 +64,14 @@ class Settings(BaseModel):
     # None: on, except where `gradaudit serve` binds to loopback only (it then sets False and says so).
     auth: bool | None = None
     max_active_audits_per_key: int = Field(default=10, ge=1)
+    # Each key's webhook signing secret is derived from this one (gradaudit/webhooks.py); None: no webhooks.
+    webhook_secret: str | None = Field(default=None, min_length=16)
+    # Webhooks to loopback, private, link-local... addresses: off, so a webhook cannot reach the service's own network.
+    webhook_allow_private: bool = False
+    webhook_max_attempts: int = Field(default=8, ge=1, le=20)
+    webhook_backoff_s: float = Field(default=10.0, gt=0)  # before the first retry; doubles after each
+    metrics_token: str | None = None  # None: /metrics is public, as /healthz; else it needs this Bearer token
+    retention_days: float | None = Field(default=None, gt=0)  # None: finished audits are kept forever
 
     @model_validator(mode="after")
     def _check(self) -> "Settings":
