@@ -1,4 +1,5 @@
-"""The tables: one row per API key, one per audit, one per layer of an audited network, one per layer and probe batch.
+"""The tables: one row per API key, one per audit, one per layer of an audited network, one per layer and probe batch,
+one per webhook delivery attempt.
 
 The layer and batch-row columns are derived from gradaudit.schema's records; the migrations must match them
 (tests/migrations checks that autogenerate finds nothing to do)."""
@@ -69,6 +70,8 @@ class ApiKey(Base):
     admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Where this key's finished audits are posted unless an audit's options name another URL.
+    webhook_url: Mapped[str | None] = mapped_column(Text)
 
 
 class Audit(Base):
@@ -176,3 +179,19 @@ class LayerBatchRow(Base):
     def as_dict(self) -> dict[str, Any]:
         """The batch row as plain data, keyed like the engine's BatchRow."""
         return {column: getattr(self, column) for column in BATCH_ROW_FIELDS}
+
+
+class WebhookDelivery(Base):
+    """One attempt to post an audit's finish to its webhook: what was tried and what came back."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    audit_id: Mapped[str] = mapped_column(ForeignKey("audits.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # delivered | failed | refused
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

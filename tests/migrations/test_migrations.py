@@ -13,7 +13,7 @@ from models.base import Base
 from models.database import make_engine
 from models.migrate import alembic_config, upgrade_database
 
-TABLES = {"api_keys", "audits", "layer_stats", "layer_probes"}
+TABLES = {"api_keys", "audits", "layer_stats", "layer_probes", "webhook_deliveries"}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
