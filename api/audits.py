@@ -14,6 +14,7 @@ from api.problems import failed_audit_problem, problem
 from api.services import services
 from api.views import audit_json, page_json
 from gradaudit.artifacts import ArtifactTooLarge
+from gradaudit.compare import compare_reports
 from gradaudit.formats import NETWORK_FORMATS, UnsupportedFormat, network_format, sniff_format
 from gradaudit.options import AuditOptions
 from gradaudit.queue import send_audit
@@ -75,13 +76,26 @@ def get_audit(audit_id: str):
 def get_report(audit_id: str):
     """The report of a succeeded audit; 409 while it is still queued or running."""
     with services().sessions() as db_session:
-        audit = _finished(db_session, audit_id)
-        layers = audit_rows.list_layers(db_session=db_session, audit_id=audit_id)
-        network = {"format": network_format(audit.artifact_format), "sha256": audit.artifact_sha256,
-                   "parameters": audit.network_parameters, "layers": audit.network_layers}
-        return build_report(audit_id=audit.id, network=network, setup=audit.setup,
-                            layers=[layer.with_batch_rows() for layer in layers],
-                            findings=audit.findings, verdict=audit.verdict, combined=audit.combined)
+        return _stored_report(db_session, _finished(db_session, audit_id))
+
+
+@audits.get("/<audit_id>/compare/<base_id>")
+def compare_audits(audit_id: str, base_id: str):
+    """The audit's report against its baseline's (gradaudit/compare.py): both the caller's, both succeeded."""
+    with services().sessions() as db_session:
+        for checked in (audit_id, base_id):  # either unknown: 404, before either unfinished is 409
+            _existing(db_session, checked)
+        audit, baseline = _finished(db_session, audit_id), _finished(db_session, base_id)
+        return compare_reports(_stored_report(db_session, audit), _stored_report(db_session, baseline))
+
+
+def _stored_report(db_session, audit) -> dict:
+    layers = audit_rows.list_layers(db_session=db_session, audit_id=audit.id)
+    network = {"format": network_format(audit.artifact_format), "sha256": audit.artifact_sha256,
+               "parameters": audit.network_parameters, "layers": audit.network_layers}
+    return build_report(audit_id=audit.id, network=network, setup=audit.setup,
+                        layers=[layer.with_batch_rows() for layer in layers],
+                        findings=audit.findings, verdict=audit.verdict, combined=audit.combined)
 
 
 @audits.get("/<audit_id>/layers")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint
 from pydantic import TypeAdapter
 
+from gradaudit.compare import Comparison
 from gradaudit.options import AuditOptions
 from gradaudit.schema import Report
 
@@ -92,6 +93,19 @@ _PATHS = {
                       "503": _problem("worker_lost, or storage_unavailable: the artifact store does not hold "
                                       "the file")},
     }},
+    "/v1/audits/{audit_id}/compare/{base_id}": {"get": {
+        "summary": "The audit against its baseline: findings added, removed or changed in severity, per-layer "
+                   "metric deltas matched by layer name, and whether it is a regression",
+        "description": "A regression is a worse verdict, a new finding at warning or critical, or a finding "
+                       "whose severity rose; layer metrics are reported, never judged (README: Compare).",
+        "parameters": [_AUDIT_ID, {"name": "base_id", "in": "path", "required": True, "schema": {"type": "string"},
+                                   "description": "the baseline audit"}],
+        "responses": {"200": _json("The comparison", "Comparison"),
+                      "404": _problem("audit_not_found: either audit is unknown or another key's"),
+                      "409": _problem("audit_not_finished: either is queued or running"),
+                      "422": _problem("the failed audit's own code (its id in `id`)"),
+                      "503": _problem("worker_lost")},
+    }},
     "/healthz": {"get": {
         "summary": "Database, broker and artifact store reachability",
         "responses": {"200": {"description": "Both reachable"}, "503": {"description": "One is not"}},
@@ -103,10 +117,10 @@ _PATHS = {
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
 }
 
-def _record_schemas() -> dict:
-    """The JSON schemas of the records in gradaudit.schema, each under its own name."""
-    document = TypeAdapter(Report).json_schema(ref_template=_REF)
-    return {**document.pop("$defs"), "Report": document}
+def _record_schemas(record, name: str) -> dict:
+    """The JSON schemas of a record in gradaudit and of those it holds, each under its own name."""
+    document = TypeAdapter(record).json_schema(ref_template=_REF)
+    return {**document.pop("$defs", {}), name: document}
 
 
 _REF = "#/components/schemas/{model}"
@@ -130,7 +144,8 @@ _SCHEMAS = {
         "next": {"type": ["string", "null"]}}},
     "Layers": {"type": "object", "properties": {
         "id": {"type": "string"}, "layers": {"type": "array", "items": {"$ref": "#/components/schemas/Layer"}}}},
-    **_record_schemas(),
+    **_record_schemas(Report, "Report"),
+    **_record_schemas(Comparison, "Comparison"),
     "Layer": {"$ref": "#/components/schemas/ReportLayer"},
     "AuditOptions": AuditOptions.model_json_schema(),
 }

@@ -135,7 +135,9 @@ def test_invalid_requests_get_a_documented_answer(live, method, path):
 
 
 PATCHED_NETWORK = "/v1/audits/{audit_id}/remedies/{code}/network"
-AUDIT_OPERATIONS = [path for method, path in OPERATIONS if "{audit_id}" in path and path != PATCHED_NETWORK]
+COMPARE = "/v1/audits/{audit_id}/compare/{base_id}"
+AUDIT_OPERATIONS = [path for method, path in OPERATIONS
+                    if "{audit_id}" in path and path not in (PATCHED_NETWORK, COMPARE)]
 
 
 @pytest.mark.parametrize("path", AUDIT_OPERATIONS)
@@ -162,6 +164,21 @@ def test_patched_networks_are_answered_as_documented(live):
         answers[outcome, code] = response
     assert hashlib.sha256(answers["remedied", kept[0]["code"]].content).hexdigest() == kept[0]["network"]["sha256"]
     assert onnx.load_from_string(answers["remedied", "combined"].content).graph.node
+
+
+@pytest.mark.parametrize(("audit", "baseline", "status"), [
+    ("remedied", "succeeded", 200), ("succeeded", "remedied", 200), ("succeeded", "succeeded", 200),
+    ("succeeded", "failed", 422), ("failed", "succeeded", 422), ("succeeded", None, 404),
+])
+def test_comparisons_of_finished_audits_are_answered_as_documented(live, audit, baseline, status):
+    parameters = {"audit_id": live.audits[audit], "base_id": live.audits[baseline] if baseline else "nope"}
+    case = live.operation("GET", COMPARE).Case(path_parameters=parameters)
+    response = case.call_and_validate(base_url=live.url, headers=live.headers, checks=CHECKS, timeout=30)
+    assert response.status_code == status, response.text
+    if audit == baseline:
+        assert response.json()["regression"] is False
+    if audit == "remedied":
+        assert response.json()["regression"] is True  # the deep sigmoid stack is critical, the small MLP not
 
 
 def test_the_list_of_finished_audits_is_answered_as_documented(live):
