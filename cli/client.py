@@ -52,6 +52,10 @@ class Client:
         """The report of a succeeded audit."""
         return self._call("GET", f"/v1/audits/{audit_id}/report")
 
+    def compare(self, audit_id: str, base_id: str) -> dict[str, Any]:
+        """The audit's report against its baseline's (gradaudit/compare.py)."""
+        return self._call("GET", f"/v1/audits/{audit_id}/compare/{base_id}")
+
     def wait_for_report(
         self, audit_id: str, *, timeout_s: float, progress: Callable[[str, float], None] = lambda *_: None
     ) -> dict[str, Any]:
