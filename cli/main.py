@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from cli import ci
 from cli.keys import keys, serve_auth
 from gradaudit.errors import one_line
 from gradaudit.options import AuditOptions
@@ -159,8 +160,10 @@ def probe_options(command):
 @click.option("--write-fixes", type=click.Path(file_okay=False, path_type=Path),
               help="write each verified fix's patched network (and the combined one) into this folder as .onnx")
 @probe_options
+@ci.output_options
 @coded_failures
-def audit(path, inputs, write_fixes, input_shape, batch_size, seed, loss, verify, fail_on, as_json) -> None:
+def audit(path, inputs, write_fixes, input_shape, batch_size, seed, loss, verify, fail_on, as_json, junit,
+          markdown) -> None:
     """Audit a network file here, without a server, and print the report."""
     from cli.local import audit_file
 
@@ -168,8 +171,10 @@ def audit(path, inputs, write_fixes, input_shape, batch_size, seed, loss, verify
     report, error = audit_file(path, options=options, inputs_path=inputs, settings=_settings(),
                                write_fixes=write_fixes)
     if error:
+        ci.write_error_outputs(*error, source=path, junit=junit, markdown=markdown)
         _fail(*error)
     _print_report(report, as_json)
+    ci.write_outputs(report, source=path, junit=junit, markdown=markdown, fail_on=fail_on)
     sys.exit(_gate(report["verdict"], fail_on))
 
 
@@ -182,24 +187,57 @@ def audit(path, inputs, write_fixes, input_shape, batch_size, seed, loss, verify
 @click.option("--wait/--no-wait", default=False, help="wait for the report")
 @click.option("--timeout", default=1800, show_default=True, type=float, help="seconds to wait")
 @probe_options
+@ci.output_options
+@ci.baseline_options
 @coded_failures
 def submit(path, url, api_key, inputs, wait, timeout, input_shape, batch_size, seed, loss, verify, fail_on,
-           as_json) -> None:
-    """Upload a network to a gradaudit service; with --wait, gate on its verdict."""
+           as_json, junit, markdown, baseline, fail_on_regression) -> None:
+    """Upload a network to a gradaudit service; with --wait, gate on its verdict (and with --baseline, on what
+    changed since that audit)."""
     from cli.client import Client, ServiceError
 
+    ci.require_baseline(baseline, fail_on_regression)
     client = Client(url, api_key=api_key)
     options = _options(input_shape, batch_size, seed, loss, verify)
     try:
+        ci.check_baseline(client, baseline)
         audit_doc = client.submit(path, options=options.model_dump(exclude_unset=True), inputs_path=inputs)
-        if not wait and not fail_on:
+        if not wait and not (fail_on or junit or markdown or baseline):
             click.echo(json.dumps(audit_doc, indent=2) if as_json else f"queued audit {audit_doc['id']}")
             return
         report = client.wait_for_report(audit_doc["id"], timeout_s=timeout, progress=_progress)
+        comparison = ci.compare_with_baseline(client, audit_doc["id"], baseline)
     except ServiceError as error:
+        ci.write_error_outputs(error.code, error.detail, source=path, junit=junit, markdown=markdown)
         _fail(error.code, error.detail)
     _print_report(report, as_json)
-    sys.exit(_gate(report["verdict"], fail_on))
+    ci.print_comparison(comparison, beside_json=as_json)
+    ci.write_outputs(report, source=path, junit=junit, markdown=markdown, fail_on=fail_on, comparison=comparison)
+    sys.exit(max(_gate(report["verdict"], fail_on), ci.regression_gate(comparison, fail_on_regression)))
+
+
+@main.command()
+@click.argument("audit_id")
+@click.argument("baseline_id")
+@click.option("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
+@click.option("--api-key", envvar="GRADAUDIT_API_KEY", show_envvar=True,
+              help="sent as Authorization: Bearer (gradaudit keys create)")
+@click.option("--fail-on-regression", is_flag=True,
+              help="exit 1 when AUDIT_ID regressed against BASELINE_ID: a worse verdict, a new warning or "
+                   "critical finding, or a finding whose severity rose")
+@click.option("--json", "as_json", is_flag=True, help="print the comparison as JSON")
+@coded_failures
+def compare(audit_id, baseline_id, url, api_key, fail_on_regression, as_json) -> None:
+    """Compare audit AUDIT_ID with the earlier audit BASELINE_ID on the service: findings added, removed or
+    changed in severity, per-layer metric changes matched by layer name, and whether it regressed."""
+    from cli.client import Client, ServiceError
+
+    try:
+        comparison = Client(url, api_key=api_key).compare(audit_id, baseline_id)
+    except ServiceError as error:
+        _fail(error.code, error.detail)
+    ci.print_comparison_document(comparison, as_json)
+    sys.exit(ci.regression_gate(comparison, fail_on_regression))
 
 
 def _progress(status: str, elapsed_s: float) -> None:
