@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, get_type_hints
+from typing import Any, Literal, get_args, get_type_hints
 
 from typing_extensions import (  # pydantic reads these for the OpenAPI schemas; typing's lack what it needs before 3.12
     NotRequired,
@@ -194,6 +194,11 @@ FINDING_CODES = (
 
 VerificationStatus = Literal["resolved", "improved", "no_effect", "worse", "not_applicable"]
 
+# Where a running audit is, in the order an audit goes through them (a format skips those it has no use for:
+# only ONNX checks parity with onnxruntime and converts). The worker stores the latest in audits.phase.
+Phase = Literal["loading", "checking_parity", "converting", "probing", "diagnosing", "verifying"]
+PHASES: tuple[str, ...] = get_args(Phase)
+
 
 class PatchedNetwork(TypedDict):
     """A patched copy of the network, kept as an ONNX file: in the service an artifact, named by its sha256 and
@@ -328,6 +333,7 @@ class Setup(TypedDict, total=False):
     memory_limit_mb: int  # the memory its process could add (GRADAUDIT_AUDIT_MEMORY_MB)
     sandbox: list[str]  # the confinement its process ran under (worker/sandbox)
     remedies: RemediesSetup  # worker/remedies
+    phase_seconds: dict[Phase, float]  # wall-clock seconds the audit spent in each phase it went through
 
 
 class CombinedFix(TypedDict):

@@ -150,6 +150,14 @@ def beat(*, db_session: Session, audit_id: str, worker_id: str) -> bool:
     return _compare_and_set(db_session, _owned_by(audit_id, worker_id), dict(heartbeat_at=utcnow()))
 
 
+def record_progress(*, db_session: Session, audit_id: str, worker_id: str, phase: str, progress: float) -> bool:
+    """Store where a running audit of this worker is; False if it is no longer ours, or already further along
+    (progress never goes back, and a finished audit never moves)."""
+    not_back = or_(Audit.progress.is_(None), Audit.progress <= progress)
+    return _compare_and_set(db_session, and_(_owned_by(audit_id, worker_id), not_back),
+                            dict(phase=phase, progress=progress))
+
+
 def succeed_audit(
     *, db_session: Session, audit_id: str, worker_id: str, result: dict[str, Any], layers: Iterable[dict[str, Any]]
 ) -> bool:
@@ -160,6 +168,7 @@ def succeed_audit(
     values = dict(
         status=SUCCEEDED,
         finished_at=utcnow(),
+        progress=1.0,
         network_parameters=result["network"]["parameters"],
         network_layers=result["network"]["layers"],
         setup=result["setup"],

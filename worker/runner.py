@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from functools import lru_cache, partial
 from pathlib import Path
@@ -18,11 +19,14 @@ from gradaudit.settings import Settings
 from models import audits as audit_rows
 from models.audits import Claim
 from worker.context import WorkerContext, owner_is_dead, worker_id
+from worker.engine import progress as engine_progress  # torch-free: phases only
 from worker.heartbeat import Heartbeat
+from worker.progress import ProgressWriter
 from worker.sandbox.child import run_in_child
 from worker.sandbox.codec import decode_answer, encode_outcome
 from worker.sandbox.outcome import is_allocation_failure
 from worker.sandbox.policy import policy_for
+from worker.sandbox.progress import OnProgress, ProgressChannel
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +47,8 @@ def execute_audit(audit_id: str, *, context: WorkerContext, run_engine: RunEngin
             return claim
         job = _job(audit_id, context, db_session)
     # The session is closed: an audit can take minutes and must not hold a connection.
-    with Heartbeat(context, audit_id, owner):
-        outcome = _run(job, run_engine, context, audit_id)
+    with Heartbeat(context, audit_id, owner), ProgressWriter(context, audit_id, owner) as progress:
+        outcome = _run(job, run_engine, context, audit_id, progress.offer)
     try:
         _store(context, audit_id, owner, outcome)
     except Exception:
@@ -70,11 +74,12 @@ def _job(audit_id: str, context: WorkerContext, db_session) -> dict:
                 options=AuditOptions.model_validate(audit.options), inputs_path=inputs)
 
 
-def _run(job: dict, run_engine: RunEngine, context: WorkerContext, audit_id: str) -> EngineResult | AuditError:
+def _run(job: dict, run_engine: RunEngine, context: WorkerContext, audit_id: str,
+         on_progress: OnProgress) -> EngineResult | AuditError:
     settings = context.settings
     return run_artifact(job["path"], job["network_format"], options=job["options"], inputs_path=job["inputs_path"],
                         settings=settings, work_dir=settings.work_dir_for(audit_id), run_engine=run_engine,
-                        keep_fixes=partial(store_fixes, context.store))
+                        keep_fixes=partial(store_fixes, context.store), on_progress=on_progress)
 
 
 def store_fixes(store, result: EngineResult, files: dict[str, Path]) -> None:
@@ -97,29 +102,34 @@ def store_fixes(store, result: EngineResult, files: dict[str, Path]) -> None:
 def run_artifact(path: Path, network_format: str, *, options: AuditOptions, inputs_path: Path | None,
                  settings: Settings, work_dir: Path, run_engine: RunEngine,
                  data_dir: Path | None = None, drop_user: bool = True,
-                 keep_fixes: KeepFixes | None = None) -> EngineResult | AuditError:
+                 keep_fixes: KeepFixes | None = None,
+                 on_progress: OnProgress | None = None) -> EngineResult | AuditError:
     """Open a stored artifact (extracting an archive under work_dir) and run the engine on it in a sandboxed
     child process (worker/sandbox); every failure comes back as an AuditError with a stable code, never as an
     exception. The worker and `gradaudit audit` both run audits through here. data_dir: where a bare ONNX
     file's external data may be read (confined to it); the worker gives none, as its store keeps each upload
     alone. drop_user: run as GRADAUDIT_SANDBOX_USER when root (the worker; not a local command on one's files).
     keep_fixes: given the patched networks the child wrote (key -> file in its scratch folder), keeps them before
-    that folder is removed; without it they go with the folder."""
+    that folder is removed; without it they go with the folder. on_progress(phase, progress): told where the
+    audit is as it runs (from the sandbox's thread: it must not block). Either way the report's setup gets the
+    seconds spent in each phase."""
     if not Path(path).exists():
         return AuditError("artifact_missing", "the uploaded file is no longer in the artifact store")
     preload_engine()
     reads = [Path(path), *([Path(inputs_path)] if inputs_path else [])]
     policy = policy_for(settings, work_dir, [*reads, data_dir], drop_user=drop_user)
+    channel = ProgressChannel(on_progress) if on_progress is not None else None
 
     def work(seen: tuple[Path, ...]) -> dict:
         # Paths inside the scratch folder are relative: the sandbox user may not cross the folders above it.
         seen_inputs = seen[1] if inputs_path else None
-        outcome = _run_here(seen[0], network_format, options=options, inputs_path=seen_inputs, settings=settings,
-                            work_dir=Path("network"), run_engine=run_engine, data_dir=data_dir)
-        return encode_outcome(outcome, policy)
+        with engine_progress.reporting(channel.send if channel else None) as phases:
+            outcome = _run_here(seen[0], network_format, options=options, inputs_path=seen_inputs, settings=settings,
+                                work_dir=Path("network"), run_engine=run_engine, data_dir=data_dir)
+        return encode_outcome(_with_phase_seconds(outcome, phases.seconds()), policy)
 
     try:
-        outcome = decode_answer(run_in_child(work, policy), policy)
+        outcome = decode_answer(run_in_child(work, policy, progress=channel), policy)
         if keep_fixes is not None and not isinstance(outcome, AuditError) and outcome.fixes:
             keep_fixes(outcome, written_fixes(outcome.fixes, policy.scratch))
         return outcome
@@ -127,6 +137,12 @@ def run_artifact(path: Path, network_format: str, *, options: AuditOptions, inpu
         return AuditError("time_limit_exceeded", "the audit ran past GRADAUDIT_SOFT_TIME_LIMIT_S; its process was killed")
     finally:
         remove_tree(policy.scratch)
+
+
+def _with_phase_seconds(outcome: EngineResult | AuditError, seconds: dict[str, float]) -> EngineResult | AuditError:
+    if isinstance(outcome, AuditError):
+        return outcome
+    return replace(outcome, setup={**outcome.setup, "phase_seconds": seconds})
 
 
 def written_fixes(fixes: dict[str, str], scratch: Path) -> dict[str, Path]:

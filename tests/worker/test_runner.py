@@ -131,11 +131,11 @@ def test_a_result_is_dropped_when_another_worker_took_the_audit_over(context, mo
 
     real_run_in_child = runner.run_in_child
 
-    def child_that_loses_its_claim(work, policy):
+    def child_that_loses_its_claim(work, policy, **kwargs):
         # The engine's sandboxed child cannot reach the database: the takeover happens beside it, meanwhile.
         with context.sessions() as db_session:  # as if this worker was presumed dead meanwhile
             audit_rows.fail_audit(db_session=db_session, audit_id=audit_id, code="worker_lost", detail="gone")
-        return real_run_in_child(work, policy)
+        return real_run_in_child(work, policy, **kwargs)
 
     monkeypatch.setattr(runner, "run_in_child", child_that_loses_its_claim)
     execute_audit(audit_id, context=context, run_engine=audit_network)

@@ -14,6 +14,7 @@ from gradaudit.options import AuditOptions
 from gradaudit.schema import SATURATION_RULE, LayerRecord
 from worker.diagnosis.diagnose import diagnose, verdict
 from worker.diagnosis.facts import NetworkFacts
+from worker.engine import progress
 from worker.engine.batches import ProbeBatches, probe_batches
 from worker.engine.device import resolve_device
 from worker.engine.facts import network_facts
@@ -74,6 +75,7 @@ def probe_network(path: Path, *, options: AuditOptions, device: str = "auto", in
     """audit_network's work, keeping the facts and batches for whoever re-probes a patched copy."""
     device = resolve_device(device)
     inputs_path = Path(inputs_path) if inputs_path else None
+    progress.report("loading")
     opened = open_network(path, network_format, external_data_dir,
                           lambda specs: probe_batches(specs, options, inputs_path))
     network, batches = opened.network, opened.batches
@@ -83,6 +85,7 @@ def probe_network(path: Path, *, options: AuditOptions, device: str = "auto", in
     # Parity compares with the network as exported, so it is taken before BatchNorm changes its statistics.
     early = _parity_as_exported(opened, module, batches, device) if on_batch_statistics else None
     use_batch_statistics(network, on_batch_statistics)
+    progress.report("probing")  # the optional training steps included
     training, untrained = train_briefly(module, batches, options, device)  # options.train_steps updates, if any
     first_output, taps, recorder = _probe(module, taps_for(network), batches, options.loss, device)
     parity = early if early is not None else _parity(opened, untrained or first_output,
@@ -93,6 +96,7 @@ def probe_network(path: Path, *, options: AuditOptions, device: str = "auto", in
     loss_value = _mean(losses)
     facts = network_facts(network, module, observed, layers, batch_size=batch_size,
                           loss_finite=loss_value is not None, weight_nonfinite=weight_nonfinite)
+    progress.report("diagnosing")
     findings = diagnose(facts)
     result = EngineResult(
         network={"format": network.format, "parameters": parameter_total(module, observed, network.same_parameters),

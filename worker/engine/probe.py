@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from gradaudit.errors import AuditError, one_line
+from worker.engine import progress
 from worker.engine.output_stats import Recorder
 
 
@@ -30,6 +31,7 @@ def run_probe(module: torch.nn.Module, forward: Callable, batches: list[list[tor
     for inputs, seed in zip(batches, seeds):
         recorder.start_batch()
         outputs.append(_one_batch(forward, inputs, loss=loss, seed=seed, recorder=recorder))
+        progress.report("probing", len(outputs) / len(batches))
     _average_gradients(module, len(batches))
     return outputs[0]
 

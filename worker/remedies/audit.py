@@ -9,6 +9,7 @@ from pathlib import Path
 
 from gradaudit.errors import AuditError
 from gradaudit.options import AuditOptions
+from worker.engine import progress
 from worker.engine.audit import EngineResult, Probed, probe_network
 from worker.engine.device import resolve_device
 from worker.remedies.base import BaseNetwork, exported_base, onnx_base
@@ -34,6 +35,7 @@ def audit_with_remedies(path: Path, *, options: AuditOptions, device: str = "aut
                                     options.verify_remedies else "GRADAUDIT_MAX_VERIFIED_REMEDIES is 0"})
     if not any(finding["recommendations"] for finding in result.findings):
         return _with_setup(result, {"verified": False, "reason": "no recommendation to verify"})
+    progress.report("verifying")
     try:
         base = _base(path, probed, network_format, external_data_dir, device)
     except (NotApplicable, AuditError) as refused:
@@ -47,7 +49,9 @@ def audit_with_remedies(path: Path, *, options: AuditOptions, device: str = "aut
         return _with_setup(result, {"verified": False, "reason": reason})
 
     def probe_copy(patched: Path) -> Probed:
-        return probe_network(patched, options=options, device=device, inputs_path=inputs_path, network_format="onnx")
+        with progress.muted():  # the copy's phases are not the audit's: it is verifying
+            return probe_network(patched, options=options, device=device, inputs_path=inputs_path,
+                                 network_format="onnx")
 
     try:
         training = _training(base, probed, options, device, fixes_dir)

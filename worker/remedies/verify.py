@@ -21,6 +21,7 @@ from gradaudit.errors import AuditError, one_line
 from gradaudit.options import AuditOptions
 from worker.diagnosis.common import SEVERITY_RANK, Context
 from worker.diagnosis.diagnose import context_of
+from worker.engine import progress
 from worker.engine.audit import EngineResult, Probed
 from worker.remedies.base import BaseNetwork
 from worker.remedies.edits import EditInputs, apply_edit
@@ -70,6 +71,7 @@ def verify_remedies(probed: Probed, base: BaseNetwork, probe: ProbeCopy, *, opti
     its patch and verification, order them by measured effect, then verify the combined patch."""
     result, context = probed.result, context_of(probed.facts)
     remedies, verified = Remedies(), 0
+    planned = min(most, sum(len(finding["recommendations"]) for finding in result.findings)) + 1  # + combined
     out_dir.mkdir(parents=True, exist_ok=True)
     for finding in result.findings:
         for recommendation in finding["recommendations"]:
@@ -83,6 +85,7 @@ def verify_remedies(probed: Probed, base: BaseNetwork, probe: ProbeCopy, *, opti
                                out_dir / f"{finding['code']}--{recommendation['code']}.onnx")
             if path is not None:
                 remedies.files[key] = str(path)
+            progress.report("verifying", verified / planned)
         finding["recommendations"].sort(key=_effect)
     remedies.combined = _combined(result, context, base, probe, options, training, out_dir / "combined.onnx",
                                   remedies)

@@ -3,10 +3,11 @@ back; the sandbox's limits go into the report's setup."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from gradaudit.errors import AuditError
-from gradaudit.schema import LayerRecord
+from gradaudit.schema import PHASES, LayerRecord
 from worker.sandbox.outcome import error_payload, is_allocation_failure, memory_exceeded
 from worker.sandbox.policy import SandboxPolicy
 
@@ -39,9 +40,19 @@ def decode_answer(answer: dict[str, Any], policy: SandboxPolicy) -> EngineResult
     result = answer["result"]
     setup = {**result["setup"], "time_limit_s": policy.time_limit_s, "memory_limit_mb": policy.memory_bytes >> 20,
              "sandbox": list(answer.get("sandbox", []))}
+    if "phase_seconds" in setup:
+        setup["phase_seconds"] = _phase_seconds(setup["phase_seconds"])
     return EngineResult(network=result["network"], setup=setup, findings=result["findings"],
                         verdict=result["verdict"], layers=[LayerRecord(**layer) for layer in result["layers"]],
                         combined=result.get("combined"), fixes=_fixes(result.get("fixes")))
+
+
+def _phase_seconds(seconds: Any) -> dict[str, float]:
+    """The child's seconds per phase, known phases and plain non-negative numbers only (metrics read them)."""
+    if not isinstance(seconds, dict):
+        return {}
+    return {phase: float(value) for phase, value in seconds.items() if phase in PHASES
+            and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0}
 
 
 def _fixes(fixes: Any) -> dict[str, str]:

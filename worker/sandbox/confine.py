@@ -25,11 +25,12 @@ class ConfinementFailed(Exception):
     """A step the sandbox cannot run without failed: the audit must not run."""
 
 
-def confine(policy: SandboxPolicy, keep_fd: int, parent_pid: int) -> list[str]:
-    """Confine this (child) process; returns what was applied, for the report's setup."""
+def confine(policy: SandboxPolicy, keep_fds: tuple[int, ...], parent_pid: int) -> list[str]:
+    """Confine this (child) process, keeping open only keep_fds (its pipes to the parent) of what it inherited;
+    returns what was applied, for the report's setup."""
     applied = ["child process"]
     _default_signals()
-    _close_inherited(keep_fd)
+    _close_inherited(keep_fds)
     _scrub_environment(policy.scratch)
     os.chdir(policy.scratch)
     ids = sandbox_ids(policy.user) if policy.user and os.geteuid() == 0 else None
@@ -76,13 +77,16 @@ def _default_signals() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
-def _close_inherited(keep_fd: int) -> None:
+def _close_inherited(keep_fds: tuple[int, ...]) -> None:
     # The pool's broker and database connections must not be reachable from the audit.
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    os.closerange(3, keep_fd)
-    os.closerange(keep_fd + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    low = 3
+    for fd in sorted(keep_fds):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
 def _scrub_environment(scratch: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from worker.engine import progress
 from worker.engine.formats import MakeBatches, OpenedNetwork
 from worker.engine.network import LoadedNetwork
 from worker.engine.onnx.parity import onnxruntime_outputs, parity_check
@@ -23,7 +24,9 @@ def open_network(path: Path, external_data_dir: Path | None, make_batches: MakeB
     """The converted network, its batches, and the parity check against onnxruntime's outputs."""
     graph = read_onnx(path, external_data_dir)
     batches = make_batches(graph.inputs)
+    progress.report("checking_parity")
     reference = onnxruntime_outputs(path, batches.inputs[0])
+    progress.report("converting")
     return OpenedNetwork(convert_graph(graph), batches, functools.partial(parity_check, reference))
 
 
