@@ -8,7 +8,7 @@ from pydantic import TypeAdapter
 
 from gradaudit.compare import Comparison
 from gradaudit.options import AuditOptions
-from gradaudit.schema import Report
+from gradaudit.schema import PHASES, Report
 
 openapi = Blueprint("openapi", __name__)
 
@@ -136,6 +136,9 @@ _SCHEMAS = {
         "started_at": {"type": ["string", "null"], "format": "date-time"},
         "finished_at": {"type": ["string", "null"], "format": "date-time"},
         "attempts": {"type": "integer"},
+        "phase": {"enum": [*PHASES, None], "description": "the phase the audit is in (or was in when it ended)"},
+        "progress": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                     "description": "how far along the audit is, 0 to 1; never goes back; 1 once it succeeded"},
         "verdict": {"enum": ["healthy", "warning", "critical", None]},
         "error": {"type": "object", "properties": {"code": {"type": "string"}, "detail": {"type": "string"}}}}},
     "AuditPage": {"type": "object", "properties": {

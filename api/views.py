@@ -25,6 +25,8 @@ def audit_json(audit: Audit, *, with_options: bool = True) -> dict[str, Any]:
         "started_at": _timestamp(audit.started_at),
         "finished_at": _timestamp(audit.finished_at),
         "attempts": audit.attempts,
+        "phase": audit.phase,
+        "progress": audit.progress,
         "artifact": {"format": audit.artifact_format, "sha256": audit.artifact_sha256,
                      "size": audit.artifact_size, "filename": audit.filename},
         "options": audit.options,
