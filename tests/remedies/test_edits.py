@@ -227,3 +227,46 @@ def test_a_code_without_an_edit_and_a_missing_layer_say_why(tmp_path):
         _edit(graph, "reinit_he", ["/nope/Gemm"])
     with pytest.raises(NotApplicable, match="names no layer"):
         _edit(graph, "reinit_he", [])
+
+
+def test_a_layer_fed_a_shared_initializer_through_identity_gets_its_own_copy(tmp_path):
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Linear(WIDTH, WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH), nn.ReLU(),
+                            nn.Linear(WIDTH, 5))
+    with torch.no_grad():
+        for layer in (network[0], network[2]):
+            layer.weight.zero_()
+            layer.bias.fill_(-3.0)
+    graph = _graph(network, tmp_path)
+    assert "Identity" in _ops(graph)  # the exporter stored the equal tensors once
+    _edit(graph, "reinit_he", ["/2/Gemm"])
+    _edit(graph, "reset_biases", ["/2/Gemm"])
+    first, second = graph.node("/0/Gemm"), graph.node("/2/Gemm")
+    weights = {name: numpy_helper.to_array(graph.initializer(name)) for name in (second.input[1], second.input[2])}
+    assert weights[second.input[1]].std() > 0 and not weights[second.input[2]].any()
+    batch = np.random.randn(4, WIDTH).astype(np.float32)
+    _runs(graph, batch)
+    session = onnxruntime.InferenceSession(graph.proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    probe = onnx.ModelProto()
+    probe.CopyFrom(graph.proto)
+    probe.graph.output.append(onnx.helper.make_tensor_value_info(first.output[0], onnx.TensorProto.FLOAT, None))
+    session = onnxruntime.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run([first.output[0]], {"x": batch})[0], -3.0)  # the first: unchanged
+
+
+class _Unguarded(nn.Module):
+    def forward(self, x):
+        return torch.log(x) + torch.sqrt(x - 1.0) + torch.exp(x * 100.0) + torch.log(-x)
+
+
+def test_guard_nonfinite_clamps_every_log_sqrt_and_exp(tmp_path):
+    graph = _graph(_Unguarded(), tmp_path)
+    patch = _edit(graph, "guard_nonfinite", [])
+    assert _ops(graph).count("Max") == 3 and _ops(graph).count("Min") == 1
+    for node in graph.graph.node:
+        if node.op_type in ("Log", "Sqrt", "Exp"):
+            assert graph.producer(node.input[0]).op_type in ("Max", "Min")
+    assert np.isfinite(_runs(graph, np.random.randn(4, WIDTH).astype(np.float32))).all()
+    assert "2 log at least 1e-12" in patch
+    with pytest.raises(NotApplicable, match="no log, sqrt or exp"):
+        _edit(_graph(_sigmoid_mlp(), tmp_path), "guard_nonfinite", [])

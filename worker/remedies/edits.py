@@ -318,14 +318,38 @@ def _rnn_to_lstm(graph: Graph, node: onnx.NodeProto) -> None:
     _prune(graph)
 
 
+# The clamp that keeps each op's output finite for every finite input: (clamp op, bound).
+_GUARDS = {"Log": ("Max", 1e-12), "Sqrt": ("Max", 0.0), "Exp": ("Min", 80.0)}
+
+
+def _guard_nonfinite(graph: Graph, recommendation: dict, inputs: EditInputs) -> str:
+    """Clamp the input of every log, sqrt and exp: what a finite input can turn into NaN/Inf there."""
+    guarded: dict[str, int] = {}
+    for node in [n for n in graph.graph.node if n.op_type in _GUARDS]:
+        clamp, bound = _GUARDS[node.op_type]
+        limit = graph.add_initializer(f"{node.name or node.op_type}_guard_bound", np.array(bound, np.float32))
+        clamped = graph.unique_name(f"{node.input[0]}_guarded")
+        guard = helper.make_node(clamp, [node.input[0], limit], [clamped],
+                                 name=graph.unique_name(f"{node.name or node.op_type}_guard"))
+        node.input[0] = clamped
+        graph.insert_before(node, [guard])
+        guarded[node.op_type] = guarded.get(node.op_type, 0) + 1
+    if not guarded:
+        raise NotApplicable("the graph has no log, sqrt or exp to guard: the non-finite values come from elsewhere "
+                            "(a division, the weights or the inputs)")
+    said = {"Log": "log at least 1e-12", "Sqrt": "sqrt at least 0", "Exp": "exp at most 80"}
+    return "clamped the input of " + ", ".join(f"{count} {said[op]}" for op, count in guarded.items()) + (
+        " (torch: x.clamp_min(...) / x.clamp_max(...) before the op)")
+
+
 _EDITS = {
     "reinit_he": _reinit, "reinit_xavier": _reinit, "reinit_orthogonal": _reinit,
     "use_relu": _use_relu, "use_leaky_relu": _use_leaky_relu, "reset_biases": _reset_biases,
     "add_batch_norm": _add_batch_norm, "add_skip_connections": _add_skip_connections,
     "reduce_depth": _reduce_depth, "scale_residual_branches": _scale_residual_branches,
-    "use_lstm_or_gru": _use_lstm,
+    "use_lstm_or_gru": _use_lstm, "guard_nonfinite": _guard_nonfinite,
 }
-_WHOLE_NETWORK = ("scale_residual_branches",)
+_WHOLE_NETWORK = ("scale_residual_branches", "guard_nonfinite")
 EDITABLE_CODES = tuple(_EDITS)
 
 

@@ -70,13 +70,20 @@ class Graph:
                 node.CopyFrom(new)
                 return
 
+    def insert_before(self, anchor: onnx.NodeProto, new_nodes: list[onnx.NodeProto]) -> None:
+        """Put new_nodes right before anchor (in place: every node object held elsewhere stays the graph's)."""
+        self._insert(self._index(anchor), new_nodes)
+
     def insert_after(self, anchor: onnx.NodeProto, new_nodes: list[onnx.NodeProto]) -> None:
         """Put new_nodes right after anchor, keeping the node list in topological order."""
-        nodes = list(self.graph.node)
-        at = next(i for i, node in enumerate(nodes) if list(node.output) == list(anchor.output)) + 1
-        nodes[at:at] = new_nodes
-        del self.graph.node[:]
-        self.graph.node.extend(nodes)
+        self._insert(self._index(anchor) + 1, new_nodes)
+
+    def _index(self, anchor: onnx.NodeProto) -> int:
+        return next(i for i, node in enumerate(self.graph.node) if list(node.output) == list(anchor.output))
+
+    def _insert(self, at: int, new_nodes: list[onnx.NodeProto]) -> None:
+        for offset, node in enumerate(new_nodes):
+            self.graph.node.insert(at + offset, node)
 
     def reroute(self, value: str, to: str) -> None:
         """Every reader of value reads `to` instead; NotApplicable where value is a graph output."""
@@ -117,6 +124,8 @@ def weight_layer(graph: Graph, name: str) -> WeightLayer:
     node = graph.node(name)
     if node.op_type not in WEIGHT_OPS:
         raise NotApplicable(f"layer {name!r} is a {node.op_type}, not a weight layer this edit can change")
+    for position in range(1, min(len(node.input), 3)):
+        own_copy(graph, node, position)
     if len(node.input) < 2 or graph.initializer(node.input[1]) is None:
         raise NotApplicable(f"the weights of layer {name!r} are computed in the graph, not stored")
     rank = len(graph.initializer(node.input[1]).dims)
@@ -126,15 +135,39 @@ def weight_layer(graph: Graph, name: str) -> WeightLayer:
     return WeightLayer(node, node.input[1], _bias_name(graph, node), transposed)
 
 
+def own_copy(graph: Graph, node: onnx.NodeProto, position: int) -> None:
+    """Give node its own initializer at input `position` where it reads a shared one or one through Identity
+    nodes: torch's exporter stores equal tensors once (every zero-initialised layer, every bias of -3) and feeds
+    the other layers through Identity, and an edit of one layer must not change the others."""
+    name = node.input[position]
+    source = name
+    for _ in range(4):
+        producer = graph.producer(source)
+        if producer is None or producer.op_type != "Identity":
+            break
+        source = producer.input[0]
+    tensor = graph.initializer(source)
+    if tensor is None:
+        return
+    readers = [n for n in graph.graph.node if source in n.input]
+    if source == name and len(readers) <= 1:
+        return  # already its own
+    copy = graph.add_initializer(f"{node.name or node.output[0]}_{'weight' if position == 1 else 'bias'}",
+                                 numpy_helper.to_array(tensor).copy())
+    node.input[position] = copy
+
+
 def _bias_name(graph: Graph, node: onnx.NodeProto) -> str | None:
     if node.op_type in ("Gemm", "Conv") and len(node.input) > 2 and graph.initializer(node.input[2]) is not None:
         return node.input[2]
     if node.op_type == "MatMul":
         readers = graph.readers(node.output[0])
         if len(readers) == 1 and readers[0].op_type == "Add":
-            other = [name for name in readers[0].input if name != node.output[0]]
-            if other and graph.initializer(other[0]) is not None:
-                return other[0]
+            add = readers[0]
+            position = next(i for i, name in enumerate(add.input) if name != node.output[0])
+            own_copy(graph, add, position)
+            if graph.initializer(add.input[position]) is not None:
+                return add.input[position]
     return None
 
 
