@@ -55,9 +55,10 @@ def render_junit_error(code: str, detail: str, *, source: str) -> str:
 def render_markdown(report: dict[str, Any], *, source: str, comparison: dict[str, Any] | None = None) -> str:
     """A pull-request comment: the verdict, a table of the findings, and against a baseline what changed."""
     network = report["network"]
+    audit = f" Audit {_code(report['id'])}." if report.get("id") else ""  # what a later --baseline names
     lines = [f"### gradaudit: **{report['verdict'].upper()}** for {_code(source)}", "",
              f"{network.get('format', '?')} network, {network.get('parameters', 0):,} parameters in "
-             f"{network.get('layers', 0)} layers.", ""]
+             f"{network.get('layers', 0)} layers.{audit}", ""]
     lines += _findings_table(report["findings"]) if report["findings"] else ["No findings.", ""]
     if comparison is not None:
         lines += _comparison_lines(comparison)

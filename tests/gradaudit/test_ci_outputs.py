@@ -129,7 +129,7 @@ def test_the_markdown_has_the_verdict_and_a_row_per_finding():
     text = render_markdown(report(LAYERS, [VANISHING, SATURATED, DEAD]), source="deep.onnx")
 
     assert text.splitlines()[0] == "### gradaudit: **CRITICAL** for `deep.onnx`"
-    assert "onnx network, 544 parameters in 3 layers." in text
+    assert "onnx network, 544 parameters in 3 layers. Audit `a1`." in text  # what --baseline takes
     assert table_rows(text) == [
         ["severity", "finding", "layers", "first fix"], ["---", "---", "---", "---"],
         ["critical", "`vanishing_gradient`", "/0/Gemm … /4/Gemm (3 layers)", "`use_relu` (resolved)"],
@@ -146,8 +146,9 @@ def test_a_pipe_or_markup_in_a_name_stays_in_its_cell():
 
 
 def test_a_healthy_network_has_no_table():
-    text = render_markdown(report(LAYERS, []), source="n.onnx")
+    text = render_markdown(report(LAYERS, [], audit_id=None), source="n.onnx")  # gradaudit audit: no id
     assert text.splitlines()[0] == "### gradaudit: **HEALTHY** for `n.onnx`"
+    assert "in 3 layers.\n" in text
     assert "No findings." in text and table_rows(text) == []
 
 
