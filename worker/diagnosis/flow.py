@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from gradaudit.thresholds import CRITICAL_DECADES, WARNING_DECADES
 from worker.diagnosis.common import Context, finding
 from worker.diagnosis.trend import Trend, activation_trend, gradient_trend
 
-# Fitted change, in decades, between the input-side and output-side ends of the trend.
-WARNING_DECADES, CRITICAL_DECADES = 1.5, 4.0
 # Activations growing with depth: the forward half of an explosion (Zhang et al. 2019).
 ACTIVATION_WARNING_DECADES = 1.5
 # Growth counts as BatchNorm's when the normalised layers' own trend carries at least this share of it.
