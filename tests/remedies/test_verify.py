@@ -149,3 +149,14 @@ def test_a_pt2_upload_says_why_its_fixes_are_not_verified(in_tmp):
     reasons = {r["verification"]["reason"] for f in result.findings for r in f["recommendations"]}
     assert result.findings and len(reasons) == 1 and "upload the network's ONNX export" in reasons.pop()
     assert result.setup["remedies"]["verified"] is False
+
+
+def test_every_patched_network_matches_onnxruntime_as_uploads_must(in_tmp):
+    from worker.engine.audit import audit_network
+
+    result = audit_with_remedies(_sigmoid_onnx(in_tmp), options=AuditOptions(verify_steps=0), device="cpu")
+    assert len(result.fixes) >= 3
+    for key, relative in result.fixes.items():
+        audited = audit_network(in_tmp / relative, options=AuditOptions(), device="cpu")  # parity on
+        setup = audited.setup
+        assert setup["onnxruntime_max_abs_diff"] <= setup["onnxruntime_tolerance"], key

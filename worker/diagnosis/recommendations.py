@@ -110,7 +110,7 @@ def _dead(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
         advice.append(_rec("reduce_depth", (
             f"{len(ctx.weights)} weight layers of width as small as {width}"
             ": a deep narrow ReLU stack is born dead with high probability (Lu et al. 2019); use fewer, wider layers."),
-            [s.name for s in ctx.weights]))
+            layers.weights_of(ctx, [s.name for s in ctx.weights])))
     advice.append(_reinit(ctx, finding["layers"]))
     return advice
 
@@ -239,7 +239,7 @@ def _deep_plain(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
     return [
         _skip(ctx, finding["layers"]) or _rec("add_skip_connections", "Add residual connections."),
         _rec("reduce_depth", f"Or use fewer layers: the gradient crosses {path} weight layers in a row.",
-             [s.name for s in ctx.weights]),
+             layers.weights_of(ctx, [s.name for s in ctx.weights])),
     ]
 
 

@@ -32,13 +32,16 @@ class BaseNetwork:
         """The recommendation with its layers (and per-layer edit entries) named as in the graph."""
         if not self.names:
             return recommendation
-        missing = [name for name in recommendation.get("layers", []) if name not in self.names]
-        if missing:
-            raise NotApplicable(f"layer {missing[0]!r} could not be found in the network exported to ONNX")
+        named = recommendation.get("layers", [])
+        found = [name for name in named if name in self.names]
+        if named and not found:
+            raise NotApplicable(f"layer {named[0]!r} could not be found in the network exported to ONNX")
+        # A layer the exporter folded away (a BatchNorm into its convolution) has no node of its own; the edit
+        # goes on with the layers that do.
         edit = dict(recommendation.get("edit", {}))
         if "inits" in edit:
-            edit["inits"] = {self.names[name]: family for name, family in edit["inits"].items()}
-        return {**recommendation, "layers": [self.names[name] for name in recommendation["layers"]], "edit": edit}
+            edit["inits"] = {self.names[name]: family for name, family in edit["inits"].items() if name in self.names}
+        return {**recommendation, "layers": [self.names[name] for name in found], "edit": edit}
 
     def in_report_words(self, text: str) -> str:
         """A patch written with graph node names, in the report's layer names."""

@@ -75,6 +75,10 @@ def verify_remedies(probed: Probed, base: BaseNetwork, probe: ProbeCopy, *, opti
     out_dir.mkdir(parents=True, exist_ok=True)
     for finding in result.findings:
         for recommendation in finding["recommendations"]:
+            if finding["severity"] == "info":
+                recommendation["verification"] = _skipped(finding, "not verified: an info finding, which training "
+                                                                   "does not need fixed")
+                continue
             if verified >= most:
                 recommendation["verification"] = _skipped(finding, f"not verified: GRADAUDIT_MAX_VERIFIED_REMEDIES "
                                                                    f"({most}) recommendations were verified first")
@@ -184,13 +188,14 @@ def _skipped(finding: dict, reason: str) -> dict:
     return Verification("not_applicable", metric_for(finding).name, None, None, [], 0.0, reason=reason).as_dict()
 
 
-def _effect(recommendation: dict) -> tuple[int, float]:
-    """Sort key: status first, then the metric's gain (larger first)."""
+def _effect(recommendation: dict) -> tuple[int, int, float]:
+    """Sort key: status first, then the fewest warning/critical findings left on the copy, then the metric's gain
+    (larger first)."""
     verification = recommendation.get("verification") or {}
     rank = STATUS_ORDER.index(verification.get("status", "not_applicable"))
     before, after = verification.get("before"), verification.get("after")
     gain = abs(after - before) if before is not None and after is not None else 0.0
-    return rank, -gain
+    return rank, len(verification.get("findings_after") or []), -gain
 
 
 def _combined(result: EngineResult, context: Context, base: BaseNetwork, probe: ProbeCopy, options: AuditOptions,
