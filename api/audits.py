@@ -1,4 +1,5 @@
-"""/v1/audits: submit an artifact, poll its audit, read the report, the per-layer rows and the patched networks."""
+"""/v1/audits: submit an artifact, poll its audit, read the report, the per-layer rows, the patched networks and the
+webhook deliveries."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from api.downloads import download_name, network_download
 from api.problems import failed_audit_problem, problem
 from api.services import services
 from api.views import audit_json, page_json
+from api.webhooks import check_webhook_option, delivery_json
 from gradaudit.artifacts import ArtifactTooLarge
 from gradaudit.compare import compare_reports
 from gradaudit.formats import NETWORK_FORMATS, UnsupportedFormat, network_format, sniff_format
@@ -21,6 +23,7 @@ from gradaudit.queue import send_audit
 from gradaudit.remedies import NoPatchedNetwork, patched_network
 from gradaudit.report import build_report, layer_json
 from models import audits as audit_rows
+from models import webhooks as webhook_rows
 from models.audits import SUCCEEDED
 
 audits = Blueprint("audits", __name__, url_prefix="/v1/audits")
@@ -42,6 +45,7 @@ def submit_audit():
     upload = _required_upload()
     network_format = _sniffed_format(upload)
     options = _parsed_options()
+    check_webhook_option(options)
     inputs_sha256 = _stored_inputs()
     artifact = _store(upload)
     with services().sessions() as db_session:
@@ -120,6 +124,15 @@ def get_patched_network(audit_id: str, code: str):
             raise problem("remedy_not_found", str(missing)) from None
         name = download_name(audit.filename, code)
     return network_download(network, name)
+
+
+@audits.get("/<audit_id>/deliveries")
+def get_deliveries(audit_id: str):
+    """Every attempt to post the audit's finish to its webhook, first first."""
+    with services().sessions() as db_session:
+        _existing(db_session, audit_id)
+        deliveries = webhook_rows.list_deliveries(db_session=db_session, audit_id=audit_id)
+        return {"id": audit_id, "deliveries": [delivery_json(delivery) for delivery in deliveries]}
 
 
 def _existing(db_session, audit_id: str):

@@ -61,6 +61,10 @@ _PATHS = {
         "summary": "Status of one audit", "parameters": [_AUDIT_ID],
         "responses": {"200": _json("The audit", "Audit"), "404": _problem("audit_not_found")},
     }},
+    "/v1/audits/{audit_id}/deliveries": {"get": {
+        "summary": "Every attempt to post the audit's finish to its webhook", "parameters": [_AUDIT_ID],
+        "responses": {"200": _json("The deliveries, first first", "Deliveries"), "404": _problem("audit_not_found")},
+    }},
     "/v1/audits/{audit_id}/report": {"get": {
         "summary": "The report of a succeeded audit", "parameters": [_AUDIT_ID],
         "responses": {"200": _json("The report", "Report"), "404": _problem("audit_not_found"),
@@ -145,6 +149,15 @@ _SCHEMAS = {
         "items": {"type": "array", "items": {"$ref": "#/components/schemas/Audit"}},
         "total": {"type": "integer"}, "limit": {"type": "integer"}, "offset": {"type": "integer"},
         "next": {"type": ["string", "null"]}}},
+    "Deliveries": {"type": "object", "required": ["id", "deliveries"], "properties": {
+        "id": {"type": "string"},
+        "deliveries": {"type": "array", "items": {"$ref": "#/components/schemas/Delivery"}}}},
+    "Delivery": {"type": "object", "required": ["attempt", "url", "status"], "properties": {
+        "attempt": {"type": "integer", "minimum": 1}, "url": {"type": "string"},
+        "status": {"enum": ["delivered", "failed", "refused"]},
+        "response_status": {"type": ["integer", "null"]}, "error": {"type": ["string", "null"]},
+        "created_at": {"type": "string", "format": "date-time"},
+        "delivered_at": {"type": ["string", "null"], "format": "date-time"}}},
     "Layers": {"type": "object", "properties": {
         "id": {"type": "string"}, "layers": {"type": "array", "items": {"$ref": "#/components/schemas/Layer"}}}},
     **_record_schemas(Report, "Report"),

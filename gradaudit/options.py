@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gradaudit.webhooks import MAX_URL_CHARS, check_url_form
+
 # The largest dimension options may name: it must fit a signed 64-bit integer wherever it is stored. Whether the
 # batch fits in memory is the engine's to say (input_too_large).
 MAX_DIM = 2**63 - 1
@@ -39,6 +41,16 @@ class AuditOptions(BaseModel):
     verify_remedies: bool = True
     # Training steps of the original and each patched copy, compared; None: 20 up to 2M parameters, else 0.
     verify_steps: int | None = Field(default=None, ge=0, le=200)
+    # Where the audit's finish is posted, signed (gradaudit/webhooks.py); None: the key's default URL, if any. Only
+    # its form is checked here: the API resolves it against the server's settings, the worker again when sending.
+    webhook_url: str | None = Field(default=None, max_length=MAX_URL_CHARS)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url_form(cls, url: str | None) -> str | None:
+        if url is not None:
+            check_url_form(url)  # a WebhookRefused is a ValueError: pydantic reports its detail
+        return url
 
     @field_validator("input_shapes")
     @classmethod

@@ -15,6 +15,9 @@ from gradaudit.settings import Settings
 
 RUN_AUDIT = "gradaudit.run_audit"
 AUDIT_QUEUE = "audits"
+DELIVER_WEBHOOK = "gradaudit.deliver_webhook"
+WEBHOOK_QUEUE = "webhooks"  # consumed by the same workers as audits (worker/app.py)
+QUEUES = (AUDIT_QUEUE, WEBHOOK_QUEUE)
 BROKER_SOCKET_TIMEOUT_S = 5
 
 
@@ -60,6 +63,11 @@ def send_audit(celery: Celery, audit_id: str) -> None:
     celery.send_task(RUN_AUDIT, args=[audit_id], queue=AUDIT_QUEUE)
 
 
+def send_webhook(celery: Celery, audit_id: str) -> None:
+    """Queue the post of a finished audit to its webhook, by task name."""
+    celery.send_task(DELIVER_WEBHOOK, args=[audit_id], queue=WEBHOOK_QUEUE)
+
+
 # Redis keys a live worker refreshes; /healthz reads them. They expire on their own when a worker dies.
 WORKER_KEY_PREFIX = "gradaudit:worker:"
 
@@ -81,6 +89,20 @@ def worker_seen(celery: Celery) -> bool:
     with celery.connection_for_read() as connection:
         keys = _redis_client(connection).scan_iter(match=WORKER_KEY_PREFIX + "*", count=100)
         return next(iter(keys), None) is not None
+
+
+def live_workers(celery: Celery) -> int:
+    """How many workers' liveness keys have not expired."""
+    with celery.connection_for_read() as connection:
+        return sum(1 for _key in _redis_client(connection).scan_iter(match=WORKER_KEY_PREFIX + "*", count=100))
+
+
+def queue_depths(celery: Celery) -> dict[str, int]:
+    """Messages waiting in each of our queues (a retry waiting out its backoff is held by a worker, not counted)."""
+    with celery.connection_for_read() as connection:
+        client, channel = _redis_client(connection), connection.default_channel
+        return {queue: sum(client.llen(channel._q_for_pri(queue, priority)) for priority in channel.priority_steps)
+                for queue in QUEUES}
 
 
 def audits_in_broker(celery: Celery, delivered_within_s: float | None = None) -> set[str]:

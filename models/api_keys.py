@@ -34,10 +34,13 @@ def display_prefix(secret: str) -> str:
     return secret[: len(KEY_PREFIX) + PREFIX_CHARS]
 
 
-def create_key(*, db_session: Session, name: str, admin: bool = False) -> tuple[ApiKey, str]:
-    """Store a new key's hash and commit; the row and the key itself, which is never stored."""
+def create_key(*, db_session: Session, name: str, admin: bool = False,
+               webhook_url: str | None = None) -> tuple[ApiKey, str]:
+    """Store a new key's hash (and its default webhook URL) and commit; the row and the key itself, which is never
+    stored."""
     secret = new_key_secret()
-    key = ApiKey(name=name, prefix=display_prefix(secret), key_hash=hash_key(secret), admin=admin)
+    key = ApiKey(name=name, prefix=display_prefix(secret), key_hash=hash_key(secret), admin=admin,
+                 webhook_url=webhook_url)
     db_session.add(key)
     db_session.commit()
     return key, secret

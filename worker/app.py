@@ -1,4 +1,5 @@
-"""The worker's Celery app: the shared configuration, our tasks, and the watchdog."""
+"""The worker's Celery app: the shared configuration, our tasks (audits and webhooks, one pool), and the periodic
+threads."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 from celery import Celery
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
-from gradaudit.queue import make_celery
+from gradaudit.queue import QUEUES, make_celery
 from gradaudit.settings import Settings
 from worker.capacity import audit_slots, this_machine, threads_per_audit
 from worker.context import build_context
@@ -67,4 +68,4 @@ def _die_with_main_process(**_kwargs) -> None:
 def run_worker(settings: Settings, extra_args: list[str]) -> None:
     """Run a Celery worker in this process until it is stopped."""
     celery = make_worker_celery(settings)
-    celery.worker_main(["worker", "--loglevel=INFO", "--queues", "audits", *extra_args])
+    celery.worker_main(["worker", "--loglevel=INFO", "--queues", ",".join(QUEUES), *extra_args])
