@@ -33,8 +33,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 def _register_blueprints(app: Flask) -> None:
     from api.audits import audits
     from api.health import health
+    from api.metrics import metrics
     from api.openapi import openapi
     from api.problems import problems
 
-    for blueprint in (problems, audits, health, openapi):
+    for blueprint in (problems, audits, health, metrics, openapi):
         app.register_blueprint(blueprint)

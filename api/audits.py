@@ -1,5 +1,5 @@
 """/v1/audits: submit an artifact, poll its audit, read the report, the per-layer rows, the patched networks and the
-webhook deliveries."""
+webhook deliveries; delete an audit."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from gradaudit.queue import send_audit
 from gradaudit.remedies import NoPatchedNetwork, patched_network
 from gradaudit.report import build_report, layer_json
 from models import audits as audit_rows
+from models import deletion
 from models import webhooks as webhook_rows
 from models.audits import SUCCEEDED
 
@@ -133,6 +134,19 @@ def get_deliveries(audit_id: str):
         _existing(db_session, audit_id)
         deliveries = webhook_rows.list_deliveries(db_session=db_session, audit_id=audit_id)
         return {"id": audit_id, "deliveries": [delivery_json(delivery) for delivery in deliveries]}
+
+
+@audits.delete("/<audit_id>")
+def delete_audit(audit_id: str):
+    """Delete the audit, its rows and the stored files no other audit uses: 204; 409 while it runs."""
+    with services().sessions() as db_session:
+        _existing(db_session, audit_id)
+        deleted = deletion.delete_audit(db_session=db_session, audit_id=audit_id)
+        if deleted is None:
+            raise problem("audit_not_finished", "a running audit cannot be deleted; delete it once it has finished",
+                          audit_status="running")
+        deletion.remove_unused_files(db_session=db_session, store=services().store, deleted=[deleted])
+    return "", 204
 
 
 def _existing(db_session, audit_id: str):

@@ -60,6 +60,12 @@ _PATHS = {
     "/v1/audits/{audit_id}": {"get": {
         "summary": "Status of one audit", "parameters": [_AUDIT_ID],
         "responses": {"200": _json("The audit", "Audit"), "404": _problem("audit_not_found")},
+    }, "delete": {
+        "summary": "Delete an audit, its rows and deliveries, and the stored files no other audit uses",
+        "description": "Only the key that made the audit (or an admin key) may: for any other it does not exist.",
+        "parameters": [_AUDIT_ID],
+        "responses": {"204": {"description": "Deleted"}, "404": _problem("audit_not_found"),
+                      "409": _problem("audit_not_finished: a running audit is not deleted")},
     }},
     "/v1/audits/{audit_id}/deliveries": {"get": {
         "summary": "Every attempt to post the audit's finish to its webhook", "parameters": [_AUDIT_ID],
@@ -109,6 +115,14 @@ _PATHS = {
                       "409": _problem("audit_not_finished: either is queued or running"),
                       "422": _problem("the failed audit's own code (its id in `id`)"),
                       "503": _problem("worker_lost")},
+    }},
+    "/metrics": {"get": {
+        "summary": "Prometheus metrics: audits by status and error code, durations by phase, queue depth, workers",
+        "description": "Public unless GRADAUDIT_METRICS_TOKEN is set; then `Authorization: Bearer <that token>`.",
+        "responses": {"200": {"description": "Prometheus' text format, or OpenMetrics where Accept asks for it",
+                              "content": {"text/plain": {"schema": {"type": "string"}},
+                                          "application/openmetrics-text": {"schema": {"type": "string"}}}},
+                      "401": _problem("unauthorized: GRADAUDIT_METRICS_TOKEN is set and was not sent")},
     }},
     "/healthz": {"get": {
         "summary": "Database, broker and artifact store reachability",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -57,6 +58,21 @@ class ArtifactStore:
                 os.unlink(partial.name)
                 raise
         return self._keep(Path(partial.name), digest.hexdigest(), size)
+
+    def remove(self, sha256: str, *, written_before: float) -> bool:
+        """Remove the stored file unless it was written at or after `written_before` (POSIX time): then someone stored
+        the same bytes again, for an audit whose row may not be committed yet. Whether it was removed."""
+        path = self.path_for(sha256)
+        doomed = path.with_name(f".removing-{sha256}-{uuid.uuid4().hex}")
+        try:
+            os.rename(path, doomed)  # atomic: from here on, an upload of these bytes makes a new file
+        except FileNotFoundError:
+            return False
+        if doomed.stat().st_mtime >= written_before:
+            os.replace(doomed, path)  # written again: keep it (a newer copy there holds the same bytes)
+            return False
+        doomed.unlink()
+        return True
 
     def _keep(self, partial: Path, sha256: str, size: int) -> StoredArtifact:
         final = self.path_for(sha256)

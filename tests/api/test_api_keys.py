@@ -57,7 +57,8 @@ def problem(response, status: int, code: str) -> dict:
 
 ROUTES = [("get", "/v1/audits"), ("post", "/v1/audits"), ("get", "/v1/audits/abc"),
           ("get", "/v1/audits/abc/report"), ("get", "/v1/audits/abc/layers"),
-          ("get", "/v1/audits/abc/remedies/use_relu/network")]
+          ("get", "/v1/audits/abc/remedies/use_relu/network"), ("get", "/v1/audits/abc/deliveries"),
+          ("delete", "/v1/audits/abc")]
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
@@ -108,7 +109,7 @@ def test_an_audit_belongs_to_the_key_that_created_it(client, services, new_key, 
         assert audit_rows.get_audit(db_session=db_session, audit_id=audit_id).owner_key_id == owner.id
 
 
-@pytest.mark.parametrize("suffix", ["", "/report", "/layers", "/remedies/combined/network"])
+@pytest.mark.parametrize("suffix", ["", "/report", "/layers", "/remedies/combined/network", "/deliveries"])
 def test_another_key_gets_404_as_for_a_missing_audit(client, new_key, torchscript_bytes, suffix):
     alice, bob = new_key("alice"), new_key("bob")
     audit_id = post(client, torchscript_bytes, alice).json["id"]

@@ -28,7 +28,7 @@ def test_unknown_route(client):
 
 @pytest.mark.parametrize(("method", "path", "allowed"), [
     ("delete", "/v1/audits", {"GET", "POST"}),
-    ("put", "/v1/audits/abc", {"GET"}),
+    ("put", "/v1/audits/abc", {"GET", "DELETE"}),
     ("post", "/healthz", {"GET"}),
     ("post", "/v1/audits/abc/report", {"GET"}),
 ])
