@@ -8,29 +8,17 @@ from xml.etree import ElementTree
 
 import pytest
 
-from tests.support.ci_doc import DOC, gitlab_job, github_workflow, marked_blocks, run_workflow
+from tests.support.ci_doc import DOC, gitlab_job, github_workflow, marked_blocks, run_workflow, write_export_script
 
 pytestmark = pytest.mark.slow  # each run audits a network in the sandbox: seconds
 
-# The user's own export step, as the workflows call it: a width-16 MLP written to net.onnx.
-EXPORT_NETWORK = """
-import torch
-from torch import nn
-
-torch.manual_seed(0)
-layers = []
-for _ in range({depth}):
-    layers += [nn.Linear(16, 16), nn.{activation}()]
-network = nn.Sequential(*layers, nn.Linear(16, 4)).eval()
-torch.onnx.export(network, (torch.randn(8, 16),), "net.onnx", dynamo=False, input_names=["x"])
-"""
 HEALTHY = {"depth": 2, "activation": "ReLU"}
 CRITICAL = {"depth": 8, "activation": "Sigmoid"}  # gradients vanish through the sigmoids
 
 
 def project(tmp_path, network: dict) -> dict:
     """A checkout with its export script; the environment a CI runner gives the job."""
-    (tmp_path / "export_network.py").write_text(EXPORT_NETWORK.format(**network))
+    write_export_script(tmp_path, **network)
     return {"GITHUB_STEP_SUMMARY": str(tmp_path / "step_summary.md")}
 
 

@@ -26,6 +26,26 @@ INSTALL_STEP = "Install gradaudit"
 EXPRESSION = re.compile(r"^\$\{\{\s*(vars|secrets)\.([A-Z_]+)\s*\}\}$")
 
 
+# The user's own export step, as the workflows call it (python export_network.py): a width-16 MLP of `depth` hidden
+# layers, each followed by the activation (a torch.nn class name), written to net.onnx.
+EXPORT_NETWORK = """
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+layers = []
+for _ in range({depth}):
+    layers += [nn.Linear(16, 16), nn.{activation}()]
+network = nn.Sequential(*layers, nn.Linear(16, 4)).eval()
+torch.onnx.export(network, (torch.randn(8, 16),), "net.onnx", dynamo=False, input_names=["x"])
+"""
+
+
+def write_export_script(checkout: Path, *, depth: int, activation: str) -> None:
+    """The checkout's export_network.py, for this version of the network."""
+    (checkout / "export_network.py").write_text(EXPORT_NETWORK.format(depth=depth, activation=activation))
+
+
 @dataclass
 class Step:
     """One shell command of a workflow, with what decides whether it runs."""
