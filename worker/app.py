@@ -16,10 +16,12 @@ from gradaudit.settings import Settings
 from worker.capacity import audit_slots, this_machine, threads_per_audit
 from worker.context import build_context
 from worker.liveness import WorkerBeacon
+from worker.periodic import Periodic
+from worker.retention import RetentionSweeper
 from worker.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
-_threads: list[Watchdog | WorkerBeacon] = []
+_threads: list[Periodic] = []
 PR_SET_PDEATHSIG = 1
 # Resolved once in the main process; a pool process only calls it.
 _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
@@ -38,7 +40,11 @@ def make_worker_celery(settings: Settings) -> Celery:
     def _start_threads(**_kwargs) -> None:
         logger.info("gradaudit worker: %d audit(s) at once, %d CPU thread(s) each", slots,
                     threads_per_audit(slots, machine))
-        for thread in (Watchdog(build_context(settings), celery), WorkerBeacon(settings, celery)):
+        context = build_context(settings)
+        threads: list[Periodic] = [Watchdog(context, celery), WorkerBeacon(settings, celery)]
+        if settings.retention_days is not None:
+            threads.append(RetentionSweeper(context))
+        for thread in threads:
             thread.start()
             _threads.append(thread)
 
