@@ -68,3 +68,9 @@ def revoke_key(*, db_session: Session, key_id: str) -> bool:
     revoked = db_session.execute(update(ApiKey).where(guard).values(revoked_at=utcnow()))
     db_session.commit()
     return revoked.rowcount == 1
+
+
+def set_webhook_url(*, db_session: Session, key_id: str, url: str | None) -> None:
+    """Set (None: clear) the key's default webhook URL and commit."""
+    db_session.execute(update(ApiKey).where(ApiKey.id == key_id).values(webhook_url=url))
+    db_session.commit()
