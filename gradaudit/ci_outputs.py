@@ -18,9 +18,9 @@ import re
 from typing import Any
 from xml.etree import ElementTree
 
+from gradaudit.compare import RANK
 from gradaudit.schema import FINDING_CODES
 
-RANK = {"info": 0, "warning": 1, "critical": 2}
 # Characters XML 1.0 cannot hold at all, escaped or not; a layer name comes from the uploaded network.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]+")

@@ -27,6 +27,7 @@ from typing_extensions import TypedDict
 
 from gradaudit.schema import Severity, Verdict
 
+# Verdicts and finding severities on one scale: a healthy verdict and an info finding gate nothing.
 RANK = {"healthy": 0, "info": 0, "warning": 1, "critical": 2}
 SERIOUS = RANK["warning"]
 SCALE_METRICS = ("grad_norm", "grad_to_weight", "output_grad_norm")
