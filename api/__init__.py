@@ -35,7 +35,8 @@ def _register_blueprints(app: Flask) -> None:
     from api.health import health
     from api.metrics import metrics
     from api.openapi import openapi
+    from api.pages import pages
     from api.problems import problems
 
-    for blueprint in (problems, audits, health, metrics, openapi):
+    for blueprint in (problems, audits, health, metrics, openapi, pages):
         app.register_blueprint(blueprint)

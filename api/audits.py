@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, request, url_for
+from flask import Blueprint, jsonify, redirect, request, url_for
 from pydantic import ValidationError
 from werkzeug.datastructures import FileStorage
 
 from api.auth import authenticate, caller, check_active_limit, create_owned_audit
 from api.downloads import download_name, network_download
+from api.negotiation import html_response, prefers_html
 from api.problems import failed_audit_problem, problem
 from api.services import services
 from api.views import audit_json, page_json
@@ -18,6 +19,7 @@ from api.webhooks import check_webhook_option, delivery_json
 from gradaudit.artifacts import ArtifactTooLarge
 from gradaudit.compare import compare_reports
 from gradaudit.formats import NETWORK_FORMATS, UnsupportedFormat, network_format, sniff_format
+from gradaudit.html_report import render_html
 from gradaudit.options import AuditOptions
 from gradaudit.queue import send_audit
 from gradaudit.remedies import NoPatchedNetwork, patched_network
@@ -57,6 +59,8 @@ def submit_audit():
         )
         _enqueue(db_session, audit.id)
         db_session.refresh(audit)
+        if prefers_html():  # the index's upload form: on to the audit's page, which waits for the report
+            return redirect(url_for("audits.get_report_html", audit_id=audit.id), 303)
         return audit_json(audit), 202, {"Location": url_for("audits.get_audit", audit_id=audit.id)}
 
 
@@ -79,9 +83,23 @@ def get_audit(audit_id: str):
 
 @audits.get("/<audit_id>/report")
 def get_report(audit_id: str):
-    """The report of a succeeded audit; 409 while it is still queued or running."""
+    """The report of a succeeded audit (the page, for a request that prefers text/html); 409 while it is still
+    queued or running."""
+    if prefers_html():
+        response = get_report_html(audit_id)
+    else:
+        with services().sessions() as db_session:
+            response = jsonify(_stored_report(db_session, _finished(db_session, audit_id)))
+    response.vary.add("Accept")
+    return response
+
+
+@audits.get("/<audit_id>/report.html")
+def get_report_html(audit_id: str):
+    """The report of a succeeded audit as a self-contained page (gradaudit/html_report.py)."""
     with services().sessions() as db_session:
-        return _stored_report(db_session, _finished(db_session, audit_id))
+        report = _stored_report(db_session, _finished(db_session, audit_id))
+    return html_response(render_html(report))
 
 
 @audits.get("/<audit_id>/compare/<base_id>")

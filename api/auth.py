@@ -1,9 +1,15 @@
-"""Who is calling: the API key a request carries (`Authorization: Bearer <key>`), which audits it may see,
-and how many it may have queued or running."""
+"""Who is calling: the API key a request carries (`Authorization: Bearer <key>`, or the cookie a browser keeps it
+in once the index's key form took it), which audits it may see, and how many it may have queued or running.
+
+A browser sends its cookies with every request to this service, so a request authenticated by the cookie must show
+it was sent by this service's own pages: unsafe methods carry Sec-Fetch-Site (same-origin) or a matching Origin,
+and the cookie is SameSite=Strict besides. Any unsafe request a browser marks as sent from another site is refused,
+whatever its credential (with auth off, a page elsewhere could otherwise submit audits to a loopback service)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from flask import g, request
 from sqlalchemy.orm import Session
@@ -20,6 +26,11 @@ CHALLENGE = {"WWW-Authenticate": 'Bearer realm="gradaudit"'}
 RETRY_AFTER_S = 30
 # Far longer than any key we issue; a longer token is refused before it is hashed.
 MAX_KEY_CHARS = 256
+# The cookie a browser keeps the key in (api/pages.py sets it: HttpOnly, SameSite=Strict).
+KEY_COOKIE = "gradaudit_key"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# What Sec-Fetch-Site says of a request this service's own pages sent, or the user typed.
+OWN_SITE = frozenset({"same-origin", "none"})
 
 
 @dataclass(frozen=True)
@@ -40,18 +51,52 @@ class Caller:
 
 
 def authenticate() -> None:
-    """Before every /v1 request: the caller from its Bearer key, or 401 problem+json."""
+    """Before every /v1 request: the caller from its Bearer key (or key cookie), or 401 problem+json; 403 for an
+    unsafe request sent from another site."""
+    refuse_cross_site()
     if not services().settings.auth_required:
         g.caller = Caller(key_id=None, admin=True)
         return
-    secret = _bearer_token()
-    key = None
-    if len(secret) <= MAX_KEY_CHARS:
-        with services().sessions() as db_session:
-            key = api_keys.find_active_key(db_session=db_session, secret=secret)
+    key = find_key(_cookie_key() if uses_key_cookie() else _bearer_token())
     if key is None:
         raise problem("invalid_api_key", "the API key is unknown or revoked", headers=CHALLENGE)
     g.caller = Caller(key_id=key.id, admin=key.admin)
+
+
+def find_key(secret: str) -> api_keys.ApiKey | None:
+    """The active key with this secret, or None."""
+    if not secret or len(secret) > MAX_KEY_CHARS:
+        return None
+    with services().sessions() as db_session:
+        return api_keys.find_active_key(db_session=db_session, secret=secret)
+
+
+def uses_key_cookie() -> bool:
+    """Whether the request's credential is the key cookie: it has one and no Authorization header."""
+    return KEY_COOKIE in request.cookies and "Authorization" not in request.headers
+
+
+def _cookie_key() -> str:
+    return request.cookies[KEY_COOKIE].strip()
+
+
+def refuse_cross_site() -> None:
+    """403 cross_site_request for an unsafe request a browser says another site sent, and for one the key cookie
+    authenticates that does not say where it comes from."""
+    if request.method in SAFE_METHODS:
+        return
+    site, origin = request.headers.get("Sec-Fetch-Site"), request.headers.get("Origin")
+    if site is not None:
+        # Set by the browser alone (no script can), and right behind proxies that rewrite Host: it decides.
+        own = site in OWN_SITE
+    elif origin is not None:
+        own = urlsplit(origin).netloc == request.host
+    else:
+        own = not uses_key_cookie()  # not a browser's request, or one too old to say: only a header key passes
+    if not own:
+        raise problem("cross_site_request",
+                      "this service accepts forms only from its own pages; send the key as 'Authorization: Bearer "
+                      "<key>' from other programs")
 
 
 def _bearer_token() -> str:

@@ -23,6 +23,26 @@ def _json(description: str, schema: str) -> dict:
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
 
 
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+
+
+def _page(description: str) -> dict:
+    return {"description": description, "content": _HTML}
+
+
+def _problem_or_page(description: str) -> dict:
+    """An error that is problem+json, or a page for a request that prefers text/html."""
+    return {"description": f"{description} (a page for a request that prefers text/html)",
+            "content": {**_problem(description)["content"], **_HTML}}
+
+
+def _redirect(description: str, *, cookie: bool = False) -> dict:
+    headers = {"Location": {"schema": {"type": "string"}}}
+    if cookie:
+        headers["Set-Cookie"] = {"schema": {"type": "string"}}
+    return {"description": description, "headers": headers}
+
+
 _AUDIT_ID = {"name": "audit_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 _PATHS = {
@@ -41,6 +61,8 @@ _PATHS = {
             "responses": {
                 "202": {**_json("Queued", "Audit"),
                         "headers": {"Location": {"schema": {"type": "string"}}}},
+                "303": _redirect("Queued, for a request that prefers text/html (the index's upload form): on to "
+                                 "the audit's report.html, which waits for the report"),
                 "400": _problem("missing_model, empty_upload, invalid_options or invalid_inputs"),
                 "413": _problem("upload_too_large or options_too_large"),
                 "415": _problem("unsupported_format (including pickled checkpoints)"),
@@ -72,11 +94,27 @@ _PATHS = {
         "responses": {"200": _json("The deliveries, first first", "Deliveries"), "404": _problem("audit_not_found")},
     }},
     "/v1/audits/{audit_id}/report": {"get": {
-        "summary": "The report of a succeeded audit", "parameters": [_AUDIT_ID],
-        "responses": {"200": _json("The report", "Report"), "404": _problem("audit_not_found"),
-                      "409": _problem("audit_not_finished"),
-                      "422": _problem("the failed audit's own code, e.g. input_shape_required"),
-                      "503": _problem("worker_lost")},
+        "summary": "The report of a succeeded audit",
+        "description": "JSON, unless the request's Accept header prefers text/html to application/json (a "
+                       "browser's does): then the page report.html serves. Answers carry `Vary: Accept`.",
+        "parameters": [_AUDIT_ID],
+        "responses": {"200": {"description": "The report",
+                              "content": {**_json("", "Report")["content"], **_HTML}},
+                      "404": _problem_or_page("audit_not_found"),
+                      "409": _problem_or_page("audit_not_finished"),
+                      "422": _problem_or_page("the failed audit's own code, e.g. input_shape_required"),
+                      "503": _problem_or_page("worker_lost")},
+    }},
+    "/v1/audits/{audit_id}/report.html": {"get": {
+        "summary": "The report of a succeeded audit as a self-contained page",
+        "description": "Verdict, findings with their evidence and verified fixes, the gradient-flow chart, "
+                       "activation health, the grad-to-weight ratio, the setup and every layer; inline SVG, no "
+                       "script, nothing loaded. Errors are pages too; an unfinished audit's reloads itself. A "
+                       "browser sends the key as the cookie the index's key form set.",
+        "parameters": [_AUDIT_ID],
+        "responses": {"200": _page("The report"), "401": _page("unauthorized or invalid_api_key"),
+                      "404": _page("audit_not_found"), "409": _page("audit_not_finished"),
+                      "422": _page("the failed audit's own code"), "503": _page("worker_lost")},
     }},
     "/v1/audits/{audit_id}/layers": {"get": {
         "summary": "Stored per-layer gradient statistics", "parameters": [_AUDIT_ID],
@@ -133,6 +171,27 @@ _PATHS = {
         "responses": {"200": {"description": "Ready to run audits"}, "503": {"description": "Not ready"}},
     }},
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
+    "/": {"get": {
+        "summary": "The index: the caller's recent audits and an upload form, or the form that takes an API key",
+        "description": "With auth on and no valid key (Bearer or the key cookie), the key form.",
+        "responses": {"200": _page("The index or the key form")},
+    }},
+    "/session": {"post": {
+        "summary": "Keep an API key in this browser",
+        "description": "The key form's target: a valid key is set as the cookie `gradaudit_key` (HttpOnly, "
+                       "SameSite=Strict, for the browser session), which /v1 accepts in place of the Bearer header "
+                       "for requests sent by these pages.",
+        "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+            "type": "object", "required": ["api_key"], "properties": {"api_key": {"type": "string"}}}}}},
+        "responses": {"303": _redirect("Kept: on to the index", cookie=True),
+                      "401": _page("The key is unknown or revoked: the form again"),
+                      "403": _page("cross_site_request: another site sent the form")},
+    }},
+    "/session/end": {"post": {
+        "summary": "Forget the API key this browser keeps",
+        "responses": {"303": _redirect("Forgotten: on to the index", cookie=True),
+                      "403": _page("cross_site_request: another site sent the form")},
+    }},
 }
 
 def _record_schemas(record, name: str) -> dict:
@@ -188,7 +247,11 @@ def _secured(paths: dict) -> dict:
             if not path.startswith("/v1/"):
                 operation["security"] = []
                 continue
-            operation["responses"]["401"] = _problem("unauthorized (no Bearer key) or invalid_api_key")
+            operation["responses"].setdefault("401", _problem("unauthorized (no Bearer key) or invalid_api_key"))
+            if method in ("post", "put", "patch", "delete"):
+                operation["responses"]["403"] = _problem_or_page(
+                    "cross_site_request: a browser says another site sent it, or the key cookie came without "
+                    "Origin or Sec-Fetch-Site")
             if method == "post":
                 operation["responses"]["429"] = {
                     **_problem("too_many_active_audits: the key's queued and running audits are at its limit"),
@@ -199,7 +262,8 @@ def _secured(paths: dict) -> dict:
 DOCUMENT = {
     "openapi": "3.1.0",
     "info": {"title": "gradaudit", "version": "1",
-             "description": "Audits the gradients of ONNX and TorchScript networks."},
+             "description": "Audits the gradients of ONNX and TorchScript networks. Errors are "
+                            "application/problem+json; a request that prefers text/html gets them as pages."},
     "paths": _secured(_PATHS),
     "security": [{"apiKey": []}],
     "components": {"schemas": _SCHEMAS,

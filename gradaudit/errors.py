@@ -25,6 +25,7 @@ ERRORS: dict[str, ErrorCode] = {
     "invalid_pagination": ErrorCode(400, "Invalid pagination"),
     "unauthorized": ErrorCode(401, "API key required"),
     "invalid_api_key": ErrorCode(401, "Invalid API key"),
+    "cross_site_request": ErrorCode(403, "Cross-site request refused"),
     "not_found": ErrorCode(404, "Not Found"),
     "audit_not_found": ErrorCode(404, "No such audit"),
     "remedy_not_found": ErrorCode(404, "No such patched network"),
