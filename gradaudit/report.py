@@ -90,11 +90,22 @@ def _combined_lines(combined: dict[str, Any] | None) -> list[str]:
     return ["", f"all fixes together ({codes}): {verification.get('status', '').replace('_', ' ')}, {after}"]
 
 
+LAYER_LEGEND = ("out_grad: ||dL/d output||, the root mean square over the probe batches of the norms the gradient "
+                "findings fit; grad_norm: ||dL/dW||; - where a layer has no such value")
+
+
 def _layer_lines(layers: list[dict[str, Any]]) -> list[str]:
-    header = f"{'depth':>5}  {'layer':<32} {'kind':<20} {'params':>10} {'grad_norm':>11} {'grad/weight':>11}"
+    header = (f"{'depth':>5}  {'layer':<32} {'kind':<20} {'params':>10} {'out_grad':>11} {'grad_norm':>11}"
+              f" {'grad/weight':>11}")
     rows = [
         f"{layer['depth']:>5}  {layer['name'][:32]:<32} {layer['kind'][:20]:<20} {layer['parameters']:>10}"
-        f" {layer['grad_norm']:>11.3e} {layer['grad_to_weight']:>11.3e}"
+        f" {_number((layer.get('output_grad') or {}).get('norm')):>11}"
+        f" {_number(layer['grad_norm'] if layer['parameters'] else None):>11}"
+        f" {_number(layer['grad_to_weight'] if layer['parameters'] else None):>11}"
         for layer in layers
     ]
-    return [header, *rows]
+    return [header, *rows, "", LAYER_LEGEND]
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3e}"

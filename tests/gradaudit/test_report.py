@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gradaudit.report import REPORT_VERSION, build_report, render_text
+from gradaudit.report import LAYER_LEGEND, REPORT_VERSION, build_report, render_text
 
 NETWORK = {"format": "onnx", "sha256": "ab" * 32, "parameters": 1234567, "layers": 2}
 SETUP = {"device": "cpu", "batch_size": 8, "seed": 0, "loss": "mse", "input_shapes": {"x": [8, 4]}}
@@ -54,10 +54,22 @@ def test_render_text():
         "    fix (residual): add skip connections",
         "[warning] dead_units: Half of the gradients are zero",
         "",
-        "depth  layer                            kind                     params   grad_norm grad/weight",
-        "    0  features.0                       Conv                       1200   1.500e-07   7.500e-08",
-        "    1  a_very_long_layer_name_that_is_c Gemm                         10   2.500e-01   2.500e-01",
+        "depth  layer                            kind                     params    out_grad   grad_norm grad/weight",
+        "    0  features.0                       Conv                       1200           -   1.500e-07   7.500e-08",
+        "    1  a_very_long_layer_name_that_is_c Gemm                         10           -   2.500e-01   2.500e-01",
+        "",
+        LAYER_LEGEND,
     ]
+
+
+def test_the_text_table_shows_the_output_gradient_norm_and_a_dash_for_a_layer_without_parameters():
+    rows = [{"batch": b, "seed": b, "numel": 32, "output_grad_norm": norm, "output_grad_mean_abs": 0.1,
+             "output_grad_max_abs": 1.0, "output_grad_zero_count": 0, "output_grad_zero_fraction": 0.0,
+             "output_grad_nonfinite": 0} for b, norm in ((0, 3e-3), (1, 4e-3))]
+    relu = {**LAYERS[0], "name": "relu", "kind": "Relu", "parameters": 0, "weight_norm": 0.0, "grad_norm": 0.0,
+            "grad_to_weight": 0.0, "batch_rows": rows}
+    line = render_text(report(layers=[relu])).splitlines()[-3]
+    assert line.split()[-3:] == ["3.536e-03", "-", "-"]  # sqrt((3e-3^2 + 4e-3^2) / 2)
 
 
 def test_render_text_without_findings_or_optional_setup():
@@ -65,7 +77,7 @@ def test_render_text_without_findings_or_optional_setup():
     assert lines[0] == "verdict: HEALTHY"
     assert lines[2] == "setup:   device=cuda"
     assert lines[4] == "no findings"
-    assert len(lines) == 7  # header line of an empty layer table
+    assert len(lines) == 9  # header and legend of an empty layer table
 
 
 
