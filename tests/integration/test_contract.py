@@ -145,7 +145,9 @@ def test_invalid_requests_get_a_documented_answer(live, method, path):
 PATCHED_NETWORK = "/v1/audits/{audit_id}/remedies/{code}/network"
 COMPARE = "/v1/audits/{audit_id}/compare/{base_id}"
 AUDIT_OPERATIONS = [path for method, path in OPERATIONS
-                    if "{audit_id}" in path and path not in (PATCHED_NETWORK, COMPARE)]
+                    if method == "GET" and "{audit_id}" in path and path not in (PATCHED_NETWORK, COMPARE)]
+# What a failed audit still answers with 200; the rest answer with its failure (422).
+FAILED_AUDIT_OK = {"/v1/audits/{audit_id}", "/v1/audits/{audit_id}/deliveries"}
 
 
 @pytest.mark.parametrize("path", AUDIT_OPERATIONS)
@@ -153,7 +155,15 @@ AUDIT_OPERATIONS = [path for method, path in OPERATIONS
 def test_a_finished_audit_is_answered_as_documented(live, path, outcome):
     case = live.operation("GET", path).Case(path_parameters={"audit_id": live.audits[outcome]})
     response = case.call_and_validate(base_url=live.url, headers=live.headers, checks=CHECKS, timeout=30)
-    assert response.status_code == (200 if outcome == "succeeded" or path == "/v1/audits/{audit_id}" else 422)
+    assert response.status_code == (200 if outcome == "succeeded" or path in FAILED_AUDIT_OK else 422)
+
+
+def test_deleting_an_audit_is_answered_as_documented(live):
+    audit_id = live.finished_audit(live.network, '{"input_shapes": {"x": [4, 32]}, "verify_remedies": false}')
+    for status in (204, 404):
+        case = live.operation("DELETE", "/v1/audits/{audit_id}").Case(path_parameters={"audit_id": audit_id})
+        response = case.call_and_validate(base_url=live.url, headers=live.headers, checks=CHECKS, timeout=30)
+        assert response.status_code == status, response.text
 
 
 def test_patched_networks_are_answered_as_documented(live):
