@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from cli.client import Client, ServiceError
 from gradaudit.ci_outputs import render_junit, render_junit_error, render_markdown, render_markdown_error
+from gradaudit.client import Client, ServiceError
 from gradaudit.compare import render_comparison
 
 REGRESSED = 1  # cli/main.py's EXIT_GATE_FAILED: a pipeline reads 1 as "the gate failed"
@@ -76,7 +76,7 @@ def check_baseline(client: Client, baseline: str | None) -> None:
     if baseline is None:
         return
     try:
-        audit = client.audit(baseline)
+        audit = client.get(baseline)
     except ServiceError as error:
         raise ServiceError(error.code, f"baseline {baseline}: {error.detail}") from None
     if audit.get("error"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,11 @@ from gradaudit.settings import Settings
 
 def audit_file(
     path: Path, *, options: AuditOptions, inputs_path: Path | None, settings: Settings,
-    write_fixes: Path | None = None,
+    write_fixes: Path | None = None, on_progress: Callable[[str, float], None] | None = None,
 ) -> tuple[dict[str, Any] | None, tuple[str, str] | None]:
     """Audit a file; return (report, None) or (None, (code, detail)). write_fixes: a folder to copy each verified
-    recommendation's patched network into (FINDING--CODE.onnx, combined.onnx)."""
+    recommendation's patched network into (FINDING--CODE.onnx, combined.onnx). on_progress(phase, progress): told
+    where the audit is as it runs."""
     from worker.remedies.audit import audit_with_remedies  # torch loads here, for this command only
     from worker.runner import run_artifact
 
@@ -39,7 +41,8 @@ def audit_file(
                                run_engine=partial(audit_with_remedies, max_verified=settings.max_verified_remedies),
                                data_dir=path.resolve().parent,  # torch's exporters write NAME.onnx.data beside it
                                drop_user=False,  # one's own file, as oneself: the sandbox's other walls stay
-                               keep_fixes=partial(_copy_fixes, write_fixes) if write_fixes else None)
+                               keep_fixes=partial(_copy_fixes, write_fixes) if write_fixes else None,
+                               on_progress=on_progress)
     if isinstance(outcome, AuditError):
         return None, (outcome.code, outcome.detail)
     network = {**outcome.network, "sha256": _sha256(path)}

@@ -1,8 +1,7 @@
-"""The `gradaudit` console script: serve, worker, migrate, audit, submit."""
+"""The `gradaudit` console script: serve, worker, migrate, keys, audit, submit, show, compare."""
 
 from __future__ import annotations
 
-import functools
 import json
 import signal
 import sys
@@ -12,14 +11,15 @@ import click
 from pydantic import ValidationError
 
 from cli import ci
+from cli.failures import EXIT_GATE_FAILED, coded_failures, fail
 from cli.keys import keys, serve_auth
-from gradaudit.errors import one_line
-from gradaudit.options import AuditOptions
+from cli.options import audit_options, probe_options
+from cli.progress import LocalPhases, WaitDisplay
+from cli.remote import service_options, show
 from gradaudit.report import render_text
 from gradaudit.settings import load_settings
 
 SEVERITY_RANK = {"healthy": 0, "warning": 1, "critical": 2}
-EXIT_GATE_FAILED, EXIT_ERROR = 1, 2
 
 
 @click.group()
@@ -45,9 +45,11 @@ def _stop_on_signals() -> None:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--data-dir", type=click.Path(path_type=Path), help="default: ./gradaudit-data")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="the address to listen on; anything but loopback requires API keys")
+@click.option("--port", default=8000, show_default=True, type=int, help="the port to listen on")
+@click.option("--data-dir", type=click.Path(path_type=Path),
+              help="where the SQLite file, the artifacts and the embedded Redis live (default: ./gradaudit-data)")
 def serve(host: str, port: int, data_dir: Path | None) -> None:
     """Run the whole service: API, worker and (unless configured) SQLite and an embedded Redis."""
     from cli.embedded import serve as serve_embedded
@@ -81,28 +83,6 @@ def migrate() -> None:
     click.echo("database is up to date")
 
 
-def _parse_shapes(values: tuple[str, ...]) -> dict[str, list[int]]:
-    shapes = {}
-    for value in values:
-        name, sep, dims = value.rpartition("=")
-        try:
-            shapes[name] = [int(d) for d in dims.lower().split("x")]
-        except ValueError:
-            name = ""
-        if not sep or not name:
-            raise click.BadParameter(f"{value!r}: expected NAME=1x3x32x32", param_hint="--input-shape")
-    return shapes
-
-
-def _options(input_shape, batch_size, seed, loss, verify=None) -> AuditOptions:
-    fields = {"input_shapes": _parse_shapes(input_shape), "batch_size": batch_size, "seed": seed, "loss": loss,
-              "verify_remedies": verify}
-    try:
-        return AuditOptions(**{key: value for key, value in fields.items() if value is not None})
-    except ValidationError as invalid:
-        raise click.BadParameter(str(invalid)) from None
-
-
 def _gate(verdict: str, fail_on: str | None) -> int:
     if fail_on and SEVERITY_RANK[verdict] >= SEVERITY_RANK[fail_on]:
         return EXIT_GATE_FAILED
@@ -113,66 +93,29 @@ def _print_report(report: dict, as_json: bool) -> None:
     click.echo(json.dumps(report, indent=2) if as_json else render_text(report))
 
 
-def _fail(code: str, detail: str) -> None:
-    click.echo(f"error [{code}]: {detail}", err=True)
-    sys.exit(EXIT_ERROR)
-
-
-def coded_failures(command):
-    """Every failure an auditing command meets exits 2 with a coded error, never a traceback: a pipeline reads
-    exit 1 as a failing verdict."""
-
-    @functools.wraps(command)
-    def run(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except click.ClickException:
-            raise  # usage errors: click prints them and exits 2
-        except Exception as exc:
-            _fail("internal_error", one_line(exc))
-
-    return run
-
-
-_probe_options = [
-    click.option("--input-shape", multiple=True, help="NAME=1x3x32x32; repeat for several inputs"),
-    click.option("--batch-size", type=int),
-    click.option("--seed", type=int),
-    click.option("--loss", type=click.Choice(["auto", "sum", "mse", "cross_entropy"])),
-    click.option("--verify/--no-verify", default=None,
-                 help="apply every recommendation to a copy of the network and re-probe it (default: on)"),
-    click.option("--fail-on", type=click.Choice(["warning", "critical"]),
-                 help="exit 1 when the verdict is at least this severe"),
-    click.option("--json", "as_json", is_flag=True, help="print the report as JSON"),
-]
-
-
-def probe_options(command):
-    """Attach the options shared by `audit` and `submit`."""
-    for option in reversed(_probe_options):
-        command = option(command)
-    return command
-
-
 @main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--inputs", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=".npz batch")
-@click.option("--write-fixes", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--inputs", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
+              help="an .npz of the network's inputs (arrays named after them), probed as the one batch instead of "
+                   "synthetic ones")
+@click.option("--write-fixes", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="write each verified fix's patched network (and the combined one) into this folder as .onnx")
 @probe_options
 @ci.output_options
 @coded_failures
-def audit(path, inputs, write_fixes, input_shape, batch_size, seed, loss, verify, fail_on, as_json, junit,
-          markdown) -> None:
+def audit(path, inputs, write_fixes, fail_on, as_json, junit, markdown, **given) -> None:
     """Audit a network file here, without a server, and print the report."""
     from cli.local import audit_file
 
-    options = _options(input_shape, batch_size, seed, loss, verify)
+    options = audit_options(**given)
+    phases = LocalPhases(sys.stderr) if sys.stderr.isatty() else None  # a terminal sees the phases; a log stays quiet
     report, error = audit_file(path, options=options, inputs_path=inputs, settings=_settings(),
-                               write_fixes=write_fixes)
+                               write_fixes=write_fixes, on_progress=phases)
+    if phases is not None:
+        phases.close()
     if error:
         ci.write_error_outputs(*error, source=path, junit=junit, markdown=markdown)
-        _fail(*error)
+        fail(*error, as_json=as_json)
     _print_report(report, as_json)
     ci.write_outputs(report, source=path, junit=junit, markdown=markdown, fail_on=fail_on)
     sys.exit(_gate(report["verdict"], fail_on))
@@ -180,36 +123,41 @@ def audit(path, inputs, write_fixes, input_shape, batch_size, seed, loss, verify
 
 @main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
-@click.option("--api-key", envvar="GRADAUDIT_API_KEY", show_envvar=True,
-              help="sent as Authorization: Bearer (gradaudit keys create)")
-@click.option("--inputs", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=".npz batch")
-@click.option("--wait/--no-wait", default=False, help="wait for the report")
-@click.option("--timeout", default=1800, show_default=True, type=float, help="seconds to wait")
+@service_options
+@click.option("--inputs", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
+              help="an .npz of the network's inputs (arrays named after them), probed as the one batch instead of "
+                   "synthetic ones")
+@click.option("--wait/--no-wait", default=False,
+              help="wait for the report (implied by --fail-on, --junit, --markdown and --baseline); stderr shows "
+                   "the audit's phase: a progress bar on a terminal, else one line per change")
+@click.option("--timeout", default=1800, show_default=True, type=float, metavar="SECONDS",
+              help="how long to wait before giving up (wait_timeout, exit 2)")
+@click.option("--webhook-url", metavar="URL",
+              help="have the service POST the audit's summary, signed, to this URL when it finishes")
 @probe_options
 @ci.output_options
 @ci.baseline_options
 @coded_failures
-def submit(path, url, api_key, inputs, wait, timeout, input_shape, batch_size, seed, loss, verify, fail_on,
-           as_json, junit, markdown, baseline, fail_on_regression) -> None:
+def submit(path, client, inputs, wait, timeout, fail_on, as_json, junit, markdown, baseline, fail_on_regression,
+           **given) -> None:
     """Upload a network to a gradaudit service; with --wait, gate on its verdict (and with --baseline, on what
     changed since that audit)."""
-    from cli.client import Client, ServiceError
+    from gradaudit.client import ServiceError
 
     ci.require_baseline(baseline, fail_on_regression)
-    client = Client(url, api_key=api_key)
-    options = _options(input_shape, batch_size, seed, loss, verify)
+    options = audit_options(**given)
     try:
         ci.check_baseline(client, baseline)
-        audit_doc = client.submit(path, options=options.model_dump(exclude_unset=True), inputs_path=inputs)
+        audit_doc = client.submit(path, options.model_dump(exclude_unset=True), inputs)
         if not wait and not (fail_on or junit or markdown or baseline):
             click.echo(json.dumps(audit_doc, indent=2) if as_json else f"queued audit {audit_doc['id']}")
             return
-        report = client.wait_for_report(audit_doc["id"], timeout_s=timeout, progress=_progress)
+        client.wait(audit_doc["id"], timeout=timeout, on_poll=WaitDisplay(sys.stderr, on_terminal=sys.stderr.isatty()))
+        report = client.report(audit_doc["id"])
         comparison = ci.compare_with_baseline(client, audit_doc["id"], baseline)
     except ServiceError as error:
         ci.write_error_outputs(error.code, error.detail, source=path, junit=junit, markdown=markdown)
-        _fail(error.code, error.detail)
+        fail(error.code, error.detail, as_json=as_json, problem=error.problem)
     _print_report(report, as_json)
     ci.print_comparison(comparison, beside_json=as_json)
     ci.write_outputs(report, source=path, junit=junit, markdown=markdown, fail_on=fail_on, comparison=comparison)
@@ -219,32 +167,27 @@ def submit(path, url, api_key, inputs, wait, timeout, input_shape, batch_size, s
 @main.command()
 @click.argument("audit_id")
 @click.argument("baseline_id")
-@click.option("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
-@click.option("--api-key", envvar="GRADAUDIT_API_KEY", show_envvar=True,
-              help="sent as Authorization: Bearer (gradaudit keys create)")
+@service_options
 @click.option("--fail-on-regression", is_flag=True,
               help="exit 1 when AUDIT_ID regressed against BASELINE_ID: a worse verdict, a new warning or "
                    "critical finding, or a finding whose severity rose")
 @click.option("--json", "as_json", is_flag=True, help="print the comparison as JSON")
 @coded_failures
-def compare(audit_id, baseline_id, url, api_key, fail_on_regression, as_json) -> None:
+def compare(audit_id, baseline_id, client, fail_on_regression, as_json) -> None:
     """Compare audit AUDIT_ID with the earlier audit BASELINE_ID on the service: findings added, removed or
     changed in severity, per-layer metric changes matched by layer name, and whether it regressed."""
-    from cli.client import Client, ServiceError
+    from gradaudit.client import ServiceError
 
     try:
-        comparison = Client(url, api_key=api_key).compare(audit_id, baseline_id)
+        comparison = client.compare(audit_id, baseline_id)
     except ServiceError as error:
-        _fail(error.code, error.detail)
+        fail(error.code, error.detail, as_json=as_json, problem=error.problem)
     ci.print_comparison_document(comparison, as_json)
     sys.exit(ci.regression_gate(comparison, fail_on_regression))
 
 
-def _progress(status: str, elapsed_s: float) -> None:
-    click.echo(f"\r{status:<10} {elapsed_s:6.1f}s", err=True, nl=status in ("succeeded", "failed"))
-
-
 main.add_command(keys)
+main.add_command(show)
 
 if __name__ == "__main__":
     main()

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from werkzeug.serving import make_server
 
 from api import create_app
-from cli.client import Client
 from cli.main import main
+from gradaudit.client import Client
 from models import audits as audit_rows
 from tests.support.api_rows import SHA256, claim
 from tests.support.reports import NETWORK, SETUP, finding, layer

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from werkzeug.serving import make_server
 
 from api import create_app
-from cli.client import Client, ServiceError
 from cli.keys import is_loopback, serve_auth
 from cli.main import main
+from gradaudit.client import Client, ServiceError
 
 UNSET = {"DATABASE_URL": None, "GRADAUDIT_DATA_DIR": None, "GRADAUDIT_API_KEY": None, "GRADAUDIT_AUTH": None,
          "GRADAUDIT_ENV": None}
@@ -153,9 +153,9 @@ def onnx_file(tmp_path):
 def test_the_client_sends_its_key(served, onnx_file):
     url, secret = served
     queued = Client(url, api_key=secret).submit(onnx_file, options={})
-    assert Client(url, api_key=secret).audit(queued["id"])["status"] == "queued"
+    assert Client(url, api_key=secret).get(queued["id"])["status"] == "queued"
     with pytest.raises(ServiceError) as refused:
-        Client(url).audit(queued["id"])
+        Client(url).get(queued["id"])
     assert refused.value.code == "unauthorized"
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, inspect
 
-from cli.main import _gate, _options, _parse_shapes, main
+from cli.main import _gate, main
+from cli.options import audit_options, parse_shapes
 
 
 @pytest.mark.parametrize(("values", "expected"), [
@@ -20,22 +23,22 @@ from cli.main import _gate, _options, _parse_shapes, main
     (("name=with=1x2",), {"name=with": [1, 2]}),
 ])
 def test_parse_shapes(values, expected):
-    assert _parse_shapes(values) == expected
+    assert parse_shapes(values) == expected
 
 
 @pytest.mark.parametrize("value", ["x", "1x3", "=1x3", "x=", "x=1xa", "x=1x", "x=1,3", "x=1 x 3a"])
 def test_parse_shapes_refuses(value):
-    with pytest.raises(click.BadParameter, match="expected NAME=1x3x32x32"):
-        _parse_shapes((value,))
+    with pytest.raises(click.BadParameter, match="expected NAME=DIMS, e.g. x=8x32"):
+        parse_shapes((value,))
 
 
 def test_non_positive_dims_are_refused_by_the_options():
     with pytest.raises(click.BadParameter):
-        _options(("x=0x3",), None, None, None)
+        audit_options(("x=0x3",))
 
 
 def test_options_keep_only_what_was_given():
-    options = _options(("x=1x4",), None, 5, None)
+    options = audit_options(("x=1x4",), batch_size=None, seed=5, loss=None, verify=None)
     assert options.model_dump(exclude_unset=True) == {"input_shapes": {"x": [1, 4]}, "seed": 5}
 
 
@@ -98,12 +101,12 @@ def test_bad_input_shape_is_a_usage_error(tmp_path):
     network.write_bytes(b"not used")
     result = CliRunner().invoke(main, ["audit", str(network), "--input-shape", "x=1xq"])
     assert result.exit_code == 2
-    assert "expected NAME=1x3x32x32" in result.output
+    assert "expected NAME=DIMS" in result.output
 
 
 def test_an_unexpected_failure_exits_2_with_a_code_not_a_traceback(tmp_path, monkeypatch):
-    import cli.client
     import cli.local
+    import gradaudit.client
 
     def explode(*_arguments, **_options):
         raise RuntimeError("disk on fire")
@@ -111,10 +114,24 @@ def test_an_unexpected_failure_exits_2_with_a_code_not_a_traceback(tmp_path, mon
     network = tmp_path / "net.onnx"
     network.write_bytes(b"\x08\x07:\x00")
     monkeypatch.setattr(cli.local, "audit_file", explode)
-    monkeypatch.setattr(cli.client.Client, "submit", explode)
+    monkeypatch.setattr(gradaudit.client.Client, "submit", explode)
     environment = {"GRADAUDIT_DATA_DIR": str(tmp_path)}
     for arguments in (["audit", str(network)], ["submit", str(network), "--url", "http://127.0.0.1:9"]):
         result = CliRunner().invoke(main, arguments, env=environment)
         assert result.exit_code == 2, result.output
         assert "error [internal_error]: RuntimeError: disk on fire" in result.output
         assert "Traceback" not in result.output
+
+
+def test_a_local_audit_that_cannot_run_says_so_in_flags_and_with_json_prints_its_problem(tmp_path):
+    from tests.support.networks import TwoLayers, save_torchscript
+
+    network = save_torchscript(TwoLayers(), tmp_path / "net.pt")  # TorchScript declares no input shapes
+    environment = {"GRADAUDIT_DATA_DIR": str(tmp_path)}
+    result = CliRunner().invoke(main, ["audit", str(network), "--json"], env=environment)
+
+    assert result.exit_code == 2, result.output
+    problem = json.loads(result.stdout)
+    assert (problem["code"], problem["status"], problem["title"]) == ("input_shape_required", 422, "The audit failed")
+    assert result.stderr == ("error [input_shape_required]: input 'x' has no declared shape; give its shape with "
+                             "--input-shape x=DIMS, batch first (e.g. --input-shape x=8x32)\n")
