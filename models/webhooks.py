@@ -21,10 +21,11 @@ def webhook_url_for(*, db_session: Session, audit: Audit) -> str | None:
 
 def record_delivery(*, db_session: Session, audit_id: str, url: str, attempt: int, status: str,
                     response_status: int | None = None, error: str | None = None) -> WebhookDelivery:
-    """Store one attempt and commit it."""
+    """Store one attempt, as it ended, and commit it."""
+    now = utcnow()
     delivery = WebhookDelivery(audit_id=audit_id, url=url, attempt=attempt, status=status,
-                               response_status=response_status, error=error,
-                               delivered_at=utcnow() if status == DELIVERED else None)
+                               response_status=response_status, error=error, created_at=now,
+                               delivered_at=now if status == DELIVERED else None)
     db_session.add(delivery)
     db_session.commit()
     return delivery
