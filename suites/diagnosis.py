@@ -229,10 +229,13 @@ def symmetric(depth: int, width: int, seed: int) -> list[Case]:
 
 
 def nonfinite(depth: int, width: int, seed: int) -> list[Case]:
-    """An unguarded exp that overflows float32 and a log of values that are often negative."""
+    """An unguarded exp that overflows float32 and a log of values that are often negative. The fix is to guard
+    the op (clamp what goes into it): guard_nonfinite, which carries the advice clip_gradients's text gave before
+    it had a code (and an edit) of its own; clipping gradients cannot make a NaN forward pass finite."""
     tag = f"w{width}s{seed}"
     return [_case(f"nonfinite_{op}_{tag}", "nonfinite", NONFINITE, lambda op=op, k=scale: n.Unguarded(op, width, k),
-                  [8, width], ("nonfinite_values",), ("clip_gradients",)) for op, scale in (("exp", 100.0), ("log", 1.0))]
+                  [8, width], ("nonfinite_values",), ("guard_nonfinite",))
+            for op, scale in (("exp", 100.0), ("log", 1.0))]
 
 
 # How attention masks are written: -inf (PyTorch's own masks) and finfo.min (GPT-2 and most of transformers).

@@ -137,7 +137,8 @@ def _saturation_advice(finding: dict, ctx: Context, by_code: dict, weights: list
     every = layers.squashed(ctx, [s.name for s in ctx.weights])
     relu = _use_relu(ctx, every, f"; the {kinds} outputs sit in their flat region, where no gradient passes")
     init = by_code.get("poor_initialization")
-    scale = [name for name in layers.weights_of(ctx, init["layers"]) if name in weights] if init else []
+    # The cause's layers, all of them, where it names the saturated ones: rescaling only those moves the problem on.
+    scale = layers.weights_of(ctx, init["layers"]) if init and set(weights) & set(init["layers"]) else []
     if not scale:
         return [relu, _normalize(ctx, weights)]
     return [_reinit(ctx, scale, f"smaller weights bring the pre-activations back to where the {kinds} derivative "
@@ -244,8 +245,10 @@ def _deep_plain(finding: dict, ctx: Context, by_code: dict) -> list[dict]:
 
 
 def _exploding_through_time(finding: dict, ctx: Context) -> list[dict]:
-    """A plain recurrence whose gradient grows over time steps: its recurrent matrix's gain is above 1."""
+    """A plain recurrence whose gradient grows over time steps: clip it (Pascanu et al. 2013), and remove the
+    cause, a recurrent matrix whose gain is above 1."""
     return [
+        _clip(ctx),
         _rec("reinit_orthogonal", (
             f"Initialise the recurrent matrix of {span(finding['layers'])} orthogonal (torch.nn.init.orthogonal_ on "
             "weight_hh): all its singular values are 1, so with tanh's derivative at most 1 the gradient cannot grow "
@@ -254,7 +257,6 @@ def _exploding_through_time(finding: dict, ctx: Context) -> list[dict]:
         _rec("use_lstm_or_gru", (
             f"Or replace the plain recurrence {span(finding['layers'])} with an LSTM or GRU, whose gates bound "
             "what each step passes on."), finding["layers"]),
-        _clip(ctx),
     ]
 
 
