@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ from worker import webhooks
 from worker.context import build_context
 
 SECRET = "server-webhook-secret-0123456789"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.fixture
@@ -215,3 +217,23 @@ def test_a_broker_failure_never_reaches_the_audit(context, receiver, db):
     assert not webhooks.announce_finish(context, Down(), audit_id)
     with context.sessions() as db_session:
         assert audit_rows.get_audit(db_session=db_session, audit_id=audit_id).status == "succeeded"
+
+
+def readme_verify():
+    """The receiver's check the README's Webhooks section gives, run as written."""
+    section = README.read_text().split("\n## Webhooks\n", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(snippet, namespace)  # noqa: S102 (our own README)
+    return namespace["verify"]
+
+
+def test_the_readmes_snippet_verifies_a_delivery(context, receiver, db):
+    verify = readme_verify()
+    webhooks.deliver(context, finished_audit(db, receiver.url), attempt=1)
+    [request] = receiver.received
+    stamp, signed = request.headers["X-Gradaudit-Timestamp"], request.headers["X-Gradaudit-Signature"]
+    assert verify(key_secret(SECRET, None), stamp, signed, request.body)
+    assert not verify(key_secret(SECRET, None), stamp, signed, request.body + b" ")
+    assert not verify(key_secret(SECRET, "another-key"), stamp, signed, request.body)
+    assert not verify(key_secret(SECRET, None), stamp, signed, request.body, tolerance_s=-1)  # too old
