@@ -129,3 +129,21 @@ def test_a_metrics_token_is_required_once_set(make_settings, sqlite_url):
 def test_metrics_need_no_api_key_unless_a_token_is_set(make_settings, sqlite_url):
     client = create_app(make_settings(database_url=sqlite_url, auth=True)).test_client()
     assert client.get("/metrics").status_code == 200
+
+
+def test_every_metric_reads_both_databases(make_settings, database_url):
+    app = create_app(make_settings(database_url=database_url))
+    services = app.extensions["gradaudit"]
+
+    def new_audit() -> str:
+        with services.sessions() as db_session:
+            return audit_rows.create_audit(db_session=db_session, artifact_sha256="ab" * 32,
+                                           artifact_format="onnx", artifact_size=1, options={}).id
+
+    finish(services, new_audit, seconds=2, phase_seconds={"probing": 1.5})
+    finish(services, new_audit, seconds=3, code="invalid_onnx")
+    samples = scrape(app.test_client())
+    assert samples["gradaudit_audits"][(("error_code", "invalid_onnx"), ("status", "failed"))] == 1
+    assert samples["gradaudit_audit_duration_seconds_count"] == {(("phase", "total"),): 2,
+                                                                 (("phase", "probing"),): 1}
+    assert samples["gradaudit_audit_duration_seconds_sum"][(("phase", "probing"),)] == 1.5
