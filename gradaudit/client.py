@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import requests
 
 from gradaudit.compare import Comparison
-from gradaudit.schema import Report
+from gradaudit.schema import Phase, Report
 
 FINISHED = ("succeeded", "failed")
 DEFAULT_WAIT_S = 1800.0
@@ -57,7 +57,7 @@ class Audit(TypedDict):
     started_at: str | None
     finished_at: str | None
     attempts: int
-    phase: str | None  # gradaudit.schema.PHASES
+    phase: Phase | None  # where a running audit is (or a finished one ended)
     progress: float | None  # 0..1, never back
     artifact: Artifact
     options: NotRequired[dict[str, Any]]  # left out of list items
