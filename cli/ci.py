@@ -1,7 +1,7 @@
 """What the CLI adds for pipelines: --junit FILE and --markdown FILE on `audit` and `submit`
 (gradaudit/ci_outputs.py renders them), and the comparison with a baseline audit on the service
 (`submit --baseline ID --fail-on-regression`, `gradaudit compare`; gradaudit/compare.py decides what a regression
-is). Exit codes stay cli/main.py's: 0 pass, 1 a gate failed, 2 an error."""
+is). Exit codes stay cli/failures.py's: 0 pass, 1 a gate failed, 2 an error."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ from typing import Any
 
 import click
 
+from cli.failures import EXIT_ERROR, EXIT_GATE_FAILED
 from gradaudit.ci_outputs import render_junit, render_junit_error, render_markdown, render_markdown_error
 from gradaudit.client import Client, ServiceError
 from gradaudit.compare import render_comparison
-
-REGRESSED = 1  # cli/main.py's EXIT_GATE_FAILED: a pipeline reads 1 as "the gate failed"
 
 _output_options = [
     click.option("--junit", type=click.Path(dir_okay=False, path_type=Path),
@@ -37,7 +36,7 @@ _baseline_options = [
 class OutputNotWritten(click.FileError):
     """A --junit or --markdown file that cannot be written: an error (exit 2), never the gate's exit 1."""
 
-    exit_code = 2
+    exit_code = EXIT_ERROR
 
 
 def output_options(command):
@@ -106,7 +105,7 @@ def print_comparison_document(comparison: dict[str, Any], as_json: bool) -> None
 
 def regression_gate(comparison: dict[str, Any] | None, fail_on_regression: bool) -> int:
     """1 where a regression was asked to fail the run and there is one, else 0."""
-    return REGRESSED if fail_on_regression and comparison and comparison["regression"] else 0
+    return EXIT_GATE_FAILED if fail_on_regression and comparison and comparison["regression"] else 0
 
 
 def require_baseline(baseline: str | None, fail_on_regression: bool) -> None:
