@@ -6,7 +6,10 @@ finished audit with nowhere to go, or already delivered, is skipped."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 import time
 from pathlib import Path
 
@@ -237,3 +240,31 @@ def test_the_readmes_snippet_verifies_a_delivery(context, receiver, db):
     assert not verify(key_secret(SECRET, None), stamp, signed, request.body + b" ")
     assert not verify(key_secret(SECRET, "another-key"), stamp, signed, request.body)
     assert not verify(key_secret(SECRET, None), stamp, signed, request.body, tolerance_s=-1)  # too old
+
+
+@pytest.fixture
+def tls_receiver(tmp_path):
+    """A receiver on https://127.0.0.1 with a self-signed certificate for that address; (receiver, its cert)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    receiver = Receiver()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    receiver._server.socket = context.wrap_socket(receiver._server.socket, server_side=True)
+    yield receiver, cert
+    receiver.close()
+
+
+def test_https_checks_the_receivers_certificate(context, db, tls_receiver, monkeypatch):
+    receiver, cert = tls_receiver
+    url = receiver.url.replace("http://", "https://")
+    untrusted = webhooks.deliver(context, finished_audit(db, url), attempt=1)
+    assert (untrusted.status, untrusted.retry) == ("failed", True) and "CERTIFICATE_VERIFY_FAILED" in untrusted.error
+
+    monkeypatch.setattr(webhooks.certifi, "where", lambda: str(cert))  # as if a CA the bundle holds had signed it
+    trusted = webhooks.deliver(context, finished_audit(db, url), attempt=1)
+    assert trusted.status == "delivered" and verifies(key_secret(SECRET, None), receiver.received[-1])
