@@ -229,12 +229,19 @@ def _raw_options() -> str:
 
 def _stored_inputs() -> str | None:
     upload = request.files.get("inputs")
-    if upload is None:
+    if upload is None or _left_empty(upload):
         return None
     if upload.stream.read(2) != b"PK":
         raise problem("invalid_inputs",
                       "'inputs' must be a .npz archive (numpy.savez) of arrays named after the network's inputs")
     return _store(upload).sha256
+
+
+def _left_empty(upload: FileStorage) -> bool:
+    """A form's file field the user left empty: a browser sends it with no file name and no bytes."""
+    empty = not upload.filename and not upload.stream.read(1)
+    upload.stream.seek(0)
+    return empty
 
 
 def _store(upload: FileStorage):

@@ -73,7 +73,8 @@ def _why_refused(refused: Problem) -> str | None:
 def _index_row(audit: Audit) -> dict:
     """What the index shows of an audit: its status document's fields, and where its page is."""
     body = audit_json(audit, with_options=False)
-    return {"id": body["id"], "status": body["status"], "verdict": body["verdict"], "created_at": body["created_at"],
+    created = body["created_at"][:19].replace("T", " ") + " UTC"  # ISO 8601 to the second, easier to read
+    return {"id": body["id"], "status": body["status"], "verdict": body["verdict"], "created_at": created,
             "filename": body["artifact"]["filename"], "format": body["artifact"]["format"],
             "error_code": (body.get("error") or {}).get("code"),
             "report_url": url_for("audits.get_report_html", audit_id=audit.id)}

@@ -103,8 +103,9 @@ def test_the_upload_form_posts_to_the_api_and_a_browser_is_sent_on_to_the_audits
     form = parse(client.get("/").get_data(as_text=True)).by_id("upload")
     fields = {element.attrs["name"] for element in form.find_all("input")}
 
+    # As a browser sends the form: the optional fields left empty, the inputs file field without a file.
     response = client.post(form.attrs["action"], data={"model": (io.BytesIO(torchscript_bytes), "net.pt"),
-                                                       "options": "{}"},
+                                                       "options": "", "inputs": (io.BytesIO(b""), "")},
                            content_type=form.attrs["enctype"], headers={**BROWSER, **SAME_ORIGIN})
 
     assert (form.attrs["method"], form.attrs["action"]) == ("post", "/v1/audits") and fields == {"model", "options", "inputs"}

@@ -126,7 +126,8 @@ def test_the_page_loads_nothing_and_runs_no_script(vanishing):
     page = render_html(vanishing)
     tree = parse(page)
 
-    assert not tree.find_all("script") and not tree.find_all("link") and not tree.find_all("iframe")
+    assert not tree.find_all("script") and not tree.find_all("iframe")
+    assert [(link.attrs["rel"], link.attrs["href"]) for link in tree.find_all("link")] == [("icon", "data:,")]
     assert not [element for element in tree.descendants() if "src" in element.attrs or
                 any(name.startswith("on") for name in element.attrs)]
     assert re.findall(r"https?://[^\"' ]+", page) == ["http://www.w3.org/2000/svg"] * 3
