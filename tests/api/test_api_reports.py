@@ -53,9 +53,10 @@ def test_get_queued_audit(client, new_audit):
 
     assert response.status_code == 200
     body = response.get_json()
-    assert list(body) == ["id", "status", "created_at", "started_at", "finished_at", "attempts", "artifact",
-                          "options", "verdict", "links"]
+    assert list(body) == ["id", "status", "created_at", "started_at", "finished_at", "attempts", "phase",
+                          "progress", "artifact", "options", "verdict", "links"]
     assert body["id"] == audit_id and body["status"] == "queued"
+    assert body["phase"] is None and body["progress"] is None  # nothing has run
     assert body["created_at"].endswith("Z")
     assert body["links"] == {"self": f"/v1/audits/{audit_id}", "report": f"/v1/audits/{audit_id}/report",
                              "layers": f"/v1/audits/{audit_id}/layers"}
