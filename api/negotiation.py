@@ -1,8 +1,8 @@
 """HTML or JSON: which one a request gets, and how a page is answered.
 
 JSON stays the default: clients send Accept: */* or application/json. A request that prefers text/html (a
-browser's navigation does) gets a page, and so does every request to a page's own route (report.html, the index,
-the key form), errors included.
+browser's navigation does) gets the report as a page and its errors as pages; everything else gets problem+json,
+report.html's errors included, so a program that fetched the page still reads the error's code.
 """
 
 from __future__ import annotations
@@ -13,17 +13,11 @@ from flask import Response, request
 # the templates' escaping. Forms may post only to this service.
 CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
                            "base-uri 'none'; frame-ancestors 'none'")
-PAGE_ENDPOINTS = frozenset({"audits.get_report_html", "pages.index", "pages.keep_key", "pages.forget_key"})
 
 
 def prefers_html() -> bool:
     """Whether the request's Accept header ranks text/html above JSON (a tie goes to JSON)."""
     return request.accept_mimetypes.best_match(("application/json", "text/html")) == "text/html"
-
-
-def answers_html() -> bool:
-    """Whether this request is answered with a page, an error included."""
-    return request.endpoint in PAGE_ENDPOINTS or prefers_html()
 
 
 def html_response(body: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -109,12 +109,14 @@ _PATHS = {
         "summary": "The report of a succeeded audit as a self-contained page",
         "description": "Verdict, findings with their evidence and verified fixes, the gradient-flow chart, "
                        "activation health, the grad-to-weight ratio, the setup and every layer; inline SVG, no "
-                       "script, nothing loaded. Errors are pages too; an unfinished audit's reloads itself. A "
-                       "browser sends the key as the cookie the index's key form set.",
+                       "script, nothing loaded. Errors are pages for a request that prefers text/html (an unfinished "
+                       "audit's reloads itself), problem+json otherwise. A browser sends the key as the cookie the "
+                       "index's key form set.",
         "parameters": [_AUDIT_ID],
-        "responses": {"200": _page("The report"), "401": _page("unauthorized or invalid_api_key"),
-                      "404": _page("audit_not_found"), "409": _page("audit_not_finished"),
-                      "422": _page("the failed audit's own code"), "503": _page("worker_lost")},
+        "responses": {"200": _page("The report"), "401": _problem_or_page("unauthorized or invalid_api_key"),
+                      "404": _problem_or_page("audit_not_found"), "409": _problem_or_page("audit_not_finished"),
+                      "422": _problem_or_page("the failed audit's own code"),
+                      "503": _problem_or_page("worker_lost")},
     }},
     "/v1/audits/{audit_id}/layers": {"get": {
         "summary": "Stored per-layer gradient statistics", "parameters": [_AUDIT_ID],
@@ -185,12 +187,12 @@ _PATHS = {
             "type": "object", "required": ["api_key"], "properties": {"api_key": {"type": "string"}}}}}},
         "responses": {"303": _redirect("Kept: on to the index", cookie=True),
                       "401": _page("The key is unknown or revoked: the form again"),
-                      "403": _page("cross_site_request: another site sent the form")},
+                      "403": _problem_or_page("cross_site_request: another site sent the form")},
     }},
     "/session/end": {"post": {
         "summary": "Forget the API key this browser keeps",
         "responses": {"303": _redirect("Forgotten: on to the index", cookie=True),
-                      "403": _page("cross_site_request: another site sent the form")},
+                      "403": _problem_or_page("cross_site_request: another site sent the form")},
     }},
 }
 

@@ -7,7 +7,7 @@ import logging
 from flask import Blueprint, Response, json
 from werkzeug.exceptions import HTTPException
 
-from api.negotiation import answers_html, html_response
+from api.negotiation import html_response, prefers_html
 from gradaudit.errors import ERRORS, error_code, failed_audit_status
 from gradaudit.html_pages import render_problem
 
@@ -46,7 +46,7 @@ def failed_audit_problem(code: str, detail: str | None, **extra) -> Problem:
 def problem_response(raised: Problem) -> Response:
     """Render a Problem as problem+json, or as a page with the same status, code and detail for a request that
     wants HTML."""
-    if answers_html():
+    if prefers_html():
         page = render_problem(status=raised.status, code=raised.code, title=raised.title, detail=raised.detail)
         return html_response(page, raised.status, raised.headers)
     body = {"type": f"https://gradaudit.dev/problems/{raised.code}", "title": raised.title,
