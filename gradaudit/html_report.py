@@ -49,13 +49,15 @@ def render_html(report: dict[str, Any]) -> str:
 
 
 def _finding(finding: dict[str, Any], audit_id: str | None) -> dict[str, Any]:
-    return {**finding, "recommendations": [_recommendation(recommendation, finding["code"], audit_id)
-                                           for recommendation in finding.get("recommendations", [])]}
+    # Audits stored by earlier versions may lack fields added since: the page shows what there is.
+    return {"layers": [], "evidence": {}, "confidence": None, **finding,
+            "recommendations": [_recommendation(recommendation, finding["code"], audit_id)
+                                for recommendation in finding.get("recommendations") or []]}
 
 
 def _recommendation(recommendation: dict[str, Any], finding_code: str, audit_id: str | None) -> dict[str, Any]:
     verification = recommendation.get("verification") or {}
-    return {**recommendation, "verification": verification,
+    return {"text": "", **recommendation, "verification": verification,
             "curves": report_charts.loss_curves(verification.get("training")),
             "download": _download(recommendation.get("network"), audit_id, recommendation["code"], finding_code)}
 

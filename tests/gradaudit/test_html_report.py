@@ -169,6 +169,16 @@ def test_a_zero_gradient_sits_on_the_floor_and_a_report_without_layers_renders()
     assert empty.by_id("verdict").text == "healthy" and not empty.by_id("gradient-flow").find_all("g", "layer")
 
 
+def test_a_finding_stored_before_findings_had_every_field_renders():
+    old = {"code": "vanishing_gradients", "severity": "warning", "title": "Gradients shrink toward the input",
+           "layers": ["/0/Gemm"], "evidence": {"ratio": 1e-6},
+           "recommendations": [{"code": "residual", "text": "add skip connections"}]}
+    card = parse(render_html(report(vanishing_layers(3), [old]))).find_all("section", "finding")[0]
+
+    assert "Gradients shrink toward the input" in card.text and "add skip connections" in card.text
+    assert f"confidence {DASH}" in card.text
+
+
 @pytest.mark.parametrize("count", [1, 40, 400])
 def test_charts_stay_readable_at_any_depth(count):
     layers = [layer(f"/{index}/Gemm", index, grad_norm=10.0 ** -(index % 7)) for index in range(count)]
