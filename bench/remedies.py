@@ -1,7 +1,8 @@
 """Cost of verified remedies against the plain audit (issue 13): verifying all recommendations of a report should
 cost at most 1 + 0.5 x N times the probe alone, N the recommendations verified.
 
-    .venv/bin/python -W ignore bench/remedies.py [--only sigmoid_mlp,transformer,resnet50] [--repeats 1]
+    .venv/bin/python -W ignore bench/remedies.py [--only sigmoid_mlp,sigmoid_mlp_wide,transformer,resnet50]
+                                                 [--repeats 1]
 
 Each network is built in code at its default initialisation (no pretrained weights), exported to ONNX (legacy
 exporter, opset 17) and audited on the CPU in this process both ways, side by side: the plain audit
@@ -43,6 +44,8 @@ def networks() -> dict[str, tuple]:
 
     return {
         "sigmoid_mlp": (lambda: n.mlp(12, 32, "sigmoid"), (8, 32)),
+        # The same fault at a size where the probe, not fixed per-copy costs, dominates.
+        "sigmoid_mlp_wide": (lambda: n.mlp(12, 2048, "sigmoid"), (256, 2048)),
         "transformer": (TransformerClassifier, (8, 128, 256)),
         "resnet50": (lambda: torchvision.models.resnet50(weights=None).eval(), (8, 3, 128, 128)),
     }
@@ -169,7 +172,7 @@ def print_detail(row: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="sigmoid_mlp,transformer,resnet50")
+    parser.add_argument("--only", default="sigmoid_mlp,sigmoid_mlp_wide,transformer,resnet50")
     parser.add_argument("--repeats", type=int, default=1, help="audits with remedies, each after a plain audit")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")

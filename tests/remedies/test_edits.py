@@ -47,15 +47,14 @@ def _runs(graph: Graph, batch: np.ndarray) -> np.ndarray:
     return session.run(None, {"x": batch})[0]
 
 
+BATCHES = ProbeBatches([{"x": torch.randn(16, WIDTH, generator=torch.Generator().manual_seed(s))} for s in range(3)],
+                       [0, 1, 2], {})
+
+
 def _edit(graph: Graph, code: str, layers: list[str], **edit) -> str:
     recommendation = {"code": code, "text": "", "layers": layers, **({"edit": edit} if edit else {})}
-    return apply_edit(graph, recommendation, EditInputs(seed=0, channel_statistics=_statistics()))
-
-
-def _statistics():
-    batches = ProbeBatches([{"x": torch.randn(16, WIDTH, generator=torch.Generator().manual_seed(s))}
-                            for s in range(3)], [0, 1, 2], {})
-    return BaseNetwork(onnx.ModelProto(), "test", batches).channel_statistics
+    calibrate = BaseNetwork(onnx.ModelProto(), "test", BATCHES).calibrate
+    return apply_edit(graph, recommendation, EditInputs(seed=0, calibrate=calibrate))
 
 
 def test_reinit_he_changes_only_the_named_layers_to_he_scale(tmp_path):
@@ -113,12 +112,27 @@ def test_add_batch_norm_goes_before_each_activation_calibrated_on_the_probe_batc
     _edit(graph, "add_batch_norm", ["/0/Gemm", "/2/Gemm"])
     assert _ops(graph) == ["Gemm", "BatchNormalization", "Sigmoid", "Gemm", "BatchNormalization", "Sigmoid",
                            "Gemm", "Sigmoid", "Gemm"]
-    # Calibrated: on the probe batches each BatchNorm's output has per-channel mean ~0 and variance ~1.
-    norms = [node.output[0] for node in graph.graph.node if node.op_type == "BatchNormalization"]
-    mean, variance = _statistics()(graph.proto, norms[1], 1)
-    _, feeding = _statistics()(graph.proto, graph.node("/2/Gemm").output[0], 1)
-    np.testing.assert_allclose(mean, 0, atol=1e-4)
-    np.testing.assert_allclose(variance, feeding / (feeding + 1e-5), rtol=1e-3)  # epsilon 1e-5
+    # Calibrated as training calibrates: running mean and variance are the averages over the probe batches of each
+    # batch's mean and unbiased variance. Exact for the first BatchNorm, whose input nothing before it changes.
+    first, second = [node for node in graph.graph.node if node.op_type == "BatchNormalization"]
+    fed = _per_batch(graph.proto, graph.node("/0/Gemm").output[0])
+    np.testing.assert_allclose(numpy_helper.to_array(graph.initializer(first.input[3])),
+                               np.mean([batch.mean(axis=0) for batch in fed], axis=0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(numpy_helper.to_array(graph.initializer(first.input[4])),
+                               np.mean([batch.var(axis=0, ddof=1) for batch in fed], axis=0), rtol=1e-4)
+    # The second saw its input normalised with each batch's own statistics while it was calibrated; in eval form
+    # on the same batches its output is still about standard.
+    normalised = np.concatenate(_per_batch(graph.proto, second.output[0]))
+    assert np.abs(normalised.mean(axis=0)).max() < 0.2 and 0.7 < normalised.var(axis=0).mean() < 1.3
+
+
+def _per_batch(proto: onnx.ModelProto, value: str) -> list[np.ndarray]:
+    """value on each probe batch, by onnxruntime, the graph in eval form."""
+    probed = onnx.ModelProto()
+    probed.CopyFrom(proto)
+    probed.graph.output.append(onnx.helper.make_tensor_value_info(value, onnx.TensorProto.FLOAT, None))
+    session = onnxruntime.InferenceSession(probed.SerializeToString(), providers=["CPUExecutionProvider"])
+    return [session.run([value], {"x": batch["x"].numpy()})[0] for batch in BATCHES.inputs]
 
 
 def test_add_batch_norm_refuses_a_sequence_output(tmp_path):

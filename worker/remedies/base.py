@@ -9,8 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime
-from onnx import helper
 
 from worker.engine.batches import ProbeBatches
 from worker.engine.onnx.external_data import external_tensors, load_into_proto
@@ -49,16 +47,28 @@ class BaseNetwork:
             text = text.replace(f"'{node}'", f"'{report}'")
         return text
 
-    def channel_statistics(self, proto: onnx.ModelProto, value: str, axis: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel mean and variance of `value` in proto over all probe batches (onnxruntime)."""
-        probed = onnx.ModelProto()
-        probed.CopyFrom(proto)
-        probed.graph.output.append(helper.make_tensor_value_info(value, onnx.TensorProto.FLOAT, None))
-        session = onnxruntime.InferenceSession(probed.SerializeToString(), providers=["CPUExecutionProvider"])
-        outputs = [session.run([value], {name: tensor.numpy() for name, tensor in inputs.items()})[0]
-                   for inputs in self.batches.inputs]
-        stacked = np.concatenate([np.moveaxis(output, axis, -1).reshape(-1, output.shape[axis]) for output in outputs])
-        return stacked.mean(axis=0), stacked.var(axis=0)
+    def calibrate(self, proto: onnx.ModelProto, names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Running mean and variance of the named BatchNormalization nodes, measured as training measures them:
+        the network converted once, those nodes normalising with each batch's statistics and averaging them
+        (momentum None) over the probe batches, in one forward pass per batch."""
+        import torch
+
+        from worker.engine.onnx.convert import batch_norm_module, convert_onnx
+
+        module = convert_onnx(proto).module.eval()  # converts a copy; proto stays as it is
+        norms = {}
+        for node in module.onnx_model.graph.node:
+            if node.name in names:
+                norm = batch_norm_module(module, node)
+                norm.reset_running_stats()
+                norm.momentum = None  # a cumulative average over the batches
+                norm.train()
+                norms[node.name] = norm
+        with torch.no_grad():
+            for inputs in self.batches.inputs:
+                module(*inputs.values())
+        return {name: (norm.running_mean.numpy().copy(), norm.running_var.numpy().copy())
+                for name, norm in norms.items()}
 
 
 def onnx_base(path: Path, external_data_dir: Path | None, batches: ProbeBatches) -> BaseNetwork:

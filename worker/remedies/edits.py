@@ -34,11 +34,11 @@ BATCH_NORM_EPSILON = 1e-5
 
 @dataclass
 class EditInputs:
-    """What edits need beyond the graph: the seed for new weights, and a way to measure the inputs a new
-    BatchNormalization sees (its per-channel mean and variance over the probe batches)."""
+    """What edits need beyond the graph: the seed for new weights, and a way to calibrate new BatchNormalization
+    nodes on the probe batches (graph, node names -> per node its running mean and variance)."""
 
     seed: int
-    channel_statistics: Callable[[onnx.ModelProto, str, int], tuple[np.ndarray, np.ndarray]] | None = None
+    calibrate: Callable[[onnx.ModelProto, list[str]], dict[str, tuple[np.ndarray, np.ndarray]]] | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -135,32 +135,34 @@ def _reset_biases(graph: Graph, recommendation: dict, inputs: EditInputs) -> str
 
 
 def _add_batch_norm(graph: Graph, recommendation: dict, inputs: EditInputs) -> str:
-    """A BatchNormalization after each named layer, before its activation, calibrated in turn (input side first)
-    on the probe batches: its running mean and variance are those of the inputs it sees once the ones before
-    it are in place, as a trained network's would be; scale 1, shift 0."""
-    if inputs.channel_statistics is None:
+    """A BatchNormalization after each named layer, before its activation, calibrated on the probe batches the way
+    training calibrates one (inputs.calibrate): running statistics as a trained network would hold them; scale 1,
+    shift 0."""
+    if inputs.calibrate is None:
         raise NotApplicable("no probe batches to calibrate a BatchNorm with")
-    added = []
+    shapes, added = _shapes(graph), []
     for name in recommendation["layers"]:
         layer = weight_layer(graph, name)
         anchor = pre_activation(graph, layer)
-        value = anchor.output[0]
-        rank = _rank(graph, value)
-        if rank is None or rank < 2 or (layer.node.op_type != "Conv" and rank != 2):
+        shape = shapes.get(anchor.output[0])
+        if shape is None or len(shape) < 2 or (layer.node.op_type != "Conv" and len(shape) != 2) or shape[1] is None:
             raise NotApplicable(f"the output of layer {name!r} is not [batch, features] or [batch, channels, ...]"
                                 " (sequences take LayerNorm)")
-        mean, variance = inputs.channel_statistics(graph.proto, value, 1)
-        added.append(_insert_batch_norm(graph, anchor, value, mean, variance))
+        added.append(_insert_batch_norm(graph, anchor, anchor.output[0], shape[1]))
+    for node_name, (mean, variance) in inputs.calibrate(graph.proto, added).items():
+        node = graph.node(node_name)
+        graph.set_initializer(node.input[3], mean.astype(np.float32))
+        graph.set_initializer(node.input[4], variance.astype(np.float32))
     kind = "BatchNorm2d" if weight_layer(graph, recommendation["layers"][0]).node.op_type == "Conv" else "BatchNorm1d"
     return (f"added nn.{kind} after {_listed(recommendation['layers'])}, each before its activation, with running "
-            "statistics measured on the probe batches (as after training; weight 1, bias 0)")
+            "statistics measured on the probe batches as training measures them (weight 1, bias 0)")
 
 
-def _insert_batch_norm(graph: Graph, anchor: onnx.NodeProto, value: str, mean: np.ndarray,
-                       variance: np.ndarray) -> str:
-    channels = len(mean)
+def _insert_batch_norm(graph: Graph, anchor: onnx.NodeProto, value: str, channels: int) -> str:
+    """A BatchNormalization at initial statistics reading value, its readers moved onto its output; its name."""
     names = [graph.add_initializer(f"{value}_bn_{part}", array.astype(np.float32)) for part, array in (
-        ("scale", np.ones(channels)), ("shift", np.zeros(channels)), ("mean", mean), ("var", variance))]
+        ("scale", np.ones(channels)), ("shift", np.zeros(channels)), ("mean", np.zeros(channels)),
+        ("var", np.ones(channels)))]
     normalised, node_name = graph.unique_name(f"{value}_bn"), graph.unique_name(f"{anchor.name}_BatchNorm")
     node = helper.make_node("BatchNormalization", [value, *names], [normalised], name=node_name,
                             epsilon=BATCH_NORM_EPSILON)
@@ -367,9 +369,10 @@ def _listed(names: list[str]) -> str:
 
 
 def _shapes(graph: Graph) -> dict[str, list[int | None]]:
-    """Every value's shape as shape inference gives it (a symbolic or unknown dim as None)."""
+    """Every value's shape as shape inference gives it (a symbolic or unknown dim as None), read from the graph
+    without its weights: inference on the whole proto would serialise every weight."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(graph.proto)
+        inferred = onnx.shape_inference.infer_shapes(graph.without_weights())
     except Exception:
         return {}
     shapes = {}
@@ -378,11 +381,6 @@ def _shapes(graph: Graph) -> dict[str, list[int | None]]:
             shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None
                                   for d in value.type.tensor_type.shape.dim]
     return shapes
-
-
-def _rank(graph: Graph, value: str) -> int | None:
-    shape = _shapes(graph).get(value)
-    return len(shape) if shape is not None else None
 
 
 __all__ = ["EDITABLE_CODES", "EditInputs", "apply_edit", "opset"]

@@ -130,7 +130,7 @@ def _patched(base: BaseNetwork, recommendations: list[dict], options: AuditOptio
     proto = onnx.ModelProto()
     proto.CopyFrom(base.proto)
     graph = Graph(proto)
-    inputs = EditInputs(seed=options.seed, channel_statistics=base.channel_statistics)
+    inputs = EditInputs(seed=options.seed, calibrate=base.calibrate)
     patches = [apply_edit(graph, base.in_graph_names(recommendation), inputs) for recommendation in recommendations]
     return graph, base.in_report_words("; ".join(patches))
 
