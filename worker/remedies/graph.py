@@ -10,8 +10,9 @@ import onnx
 import torch
 from onnx import numpy_helper
 
+from worker.engine.onnx.sizes import with_shape_constants_only
+
 WEIGHT_OPS = ("Gemm", "MatMul", "Conv")
-_SMALL_ELEMENTS = 64  # initializers up to this size stay for shape inference: shapes, axes, scalar bounds
 ACTIVATION_OPS = ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "Elu", "Selu", "Gelu", "HardSigmoid", "Softplus")
 # Ops between a weight layer and its activation that keep its meaning: MatMul's bias Add, layout moves.
 _PASSED_OVER = ("Add", "Identity", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze")
@@ -32,19 +33,9 @@ class Graph:
         return self.proto.graph
 
     def without_weights(self) -> onnx.ModelProto:
-        """The graph for shape inference: small initializers (shapes, axes, bounds) kept, every other one declared
-        as an input of its type and dims, so nothing large is copied or serialised."""
-        graph = self.graph
-        small = [t for t in graph.initializer if int(np.prod(t.dims)) <= _SMALL_ELEMENTS]
-        kept = {t.name for t in small}
-        declared = {value.name for value in graph.input}
-        weights = [onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
-                   for t in graph.initializer if t.name not in kept and t.name not in declared]
-        inputs = [value for value in graph.input if value.name not in kept]
-        light = onnx.helper.make_graph(list(graph.node), graph.name, inputs + weights, list(graph.output),
-                                       initializer=small)
-        return onnx.helper.make_model(light, ir_version=self.proto.ir_version,
-                                      opset_imports=list(self.proto.opset_import))
+        """The graph for shape inference: its shape constants kept, every weight declared as an input of its type
+        and dims, so nothing large is copied or serialised (the engine's size check reads graphs the same way)."""
+        return with_shape_constants_only(self.proto)
 
     def node(self, name: str) -> onnx.NodeProto:
         """The node a report's layer name stands for (the report names ONNX layers by node name)."""

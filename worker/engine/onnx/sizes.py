@@ -57,14 +57,14 @@ def _refuse_oversized_targets(graph: onnx.GraphProto, inferred: list[onnx.ValueI
 
 def _inferred_values(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     try:
-        inferred = onnx.shape_inference.infer_shapes(_with_shape_constants_only(proto), data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(with_shape_constants_only(proto), data_prop=True)
     except Exception:  # inference is a best effort: the converter reports what it cannot take
         log.info("ONNX shape inference failed; only declared sizes are checked", exc_info=True)
         return []
     return [*inferred.graph.value_info, *inferred.graph.output]
 
 
-def _with_shape_constants_only(proto: onnx.ModelProto) -> onnx.ModelProto:
+def with_shape_constants_only(proto: onnx.ModelProto) -> onnx.ModelProto:
     """The graph with its small integer initializers kept and every other one declared as an input: inference
     needs the constants' values, never the weights'."""
     graph = proto.graph
