@@ -11,7 +11,7 @@ import pytest
 
 from api import create_app
 from models import audits as audit_rows
-from tests.support.api_rows import SHA256
+from tests.support.api_rows import SHA256, create_keys
 
 
 @pytest.fixture
@@ -147,6 +147,13 @@ def decode_task_message(message: dict) -> tuple[str, list]:
 def decode_message():
     """decode_task_message, for tests that read messages from a real broker."""
     return decode_task_message
+
+
+@pytest.fixture
+def keys(services):
+    """alice's and bob's keys and the admin ops's: name -> (key id, secret). They count where the module turns auth
+    on in its own app fixture."""
+    return create_keys(services, ("alice", "bob", "ops"))
 
 
 @pytest.fixture

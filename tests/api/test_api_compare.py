@@ -9,18 +9,10 @@ import pytest
 
 from api import create_app
 from gradaudit.compare import compare_reports
-from models import api_keys
 from models import audits as audit_rows
-from tests.support.api_rows import SHA256, claim
-from tests.support.reports import NETWORK, SETUP, finding, layer
-
-PROBLEM_JSON = "application/problem+json"
-SIGMOID_LAYERS = [layer("/0/Gemm", 0, grad_norm=1e-7, output_grad_norm=5e-8),
-                  layer("/1/Sigmoid", 1, kind="Sigmoid", parameters=0, output_grad_norm=2e-7, saturated_fraction=0.0),
-                  layer("/2/Gemm", 2, grad_norm=1e-2, output_grad_norm=4e-2)]
-RELU_LAYERS = [layer("/0/Gemm", 0, grad_norm=1e-4, output_grad_norm=7e-5),
-               layer("/1/Relu", 1, kind="Relu", parameters=0, output_grad_norm=1e-4, zero_fraction=0.5),
-               layer("/2/Gemm", 2, grad_norm=1e-2, output_grad_norm=4e-2)]
+from tests.support.api_rows import SHA256, bearer, claim, create_keys, store_result
+from tests.support.problems import assert_problem
+from tests.support.reports import NETWORK, RELU_LAYERS, SETUP, SIGMOID_LAYERS, finding
 
 
 @pytest.fixture
@@ -32,12 +24,7 @@ def app(make_settings, sqlite_url):
 @pytest.fixture
 def keys(services):
     """alice's and bob's keys: name -> (key id, secret)."""
-    made = {}
-    with services.sessions() as db_session:
-        for name in ("alice", "bob"):
-            key, secret = api_keys.create_key(db_session=db_session, name=name)
-            made[name] = (key.id, secret)
-    return made
+    return create_keys(services, ("alice", "bob"))
 
 
 @pytest.fixture
@@ -50,17 +37,14 @@ def audit_of(services, keys):
             audit_id = audit_rows.create_audit(db_session=db_session, artifact_sha256=SHA256, artifact_format="onnx",
                                                artifact_size=100, filename="net.onnx", options={},
                                                owner_key_id=keys[owner][0]).id
-        if layers is None and failure is None:
-            return audit_id
-        claim(services, audit_id)
-        with services.sessions() as db_session:
-            if failure:
+        if failure:
+            claim(services, audit_id)
+            with services.sessions() as db_session:
                 audit_rows.fail_audit(db_session=db_session, audit_id=audit_id, code=failure, detail="no shapes")
-                return audit_id
+        elif layers is not None:
             verdict = "critical" if any(f["severity"] == "critical" for f in findings) else "healthy"
-            result = {"network": NETWORK, "setup": SETUP, "findings": list(findings), "verdict": verdict}
-            assert audit_rows.succeed_audit(db_session=db_session, audit_id=audit_id, worker_id="worker-1",
-                                            result=result, layers=layers)
+            store_result(services, audit_id, {"network": NETWORK, "setup": SETUP, "findings": list(findings),
+                                              "verdict": verdict}, layers)
         return audit_id
 
     return insert
@@ -68,16 +52,7 @@ def audit_of(services, keys):
 
 def get(client, keys, path: str, key: str = "alice"):
     """GET as the named key's holder."""
-    return client.get(path, headers={"Authorization": f"Bearer {keys[key][1]}"})
-
-
-def problem(response, status: int, code: str) -> dict:
-    """The problem+json body, after checking its status and code."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == PROBLEM_JSON
-    body = json.loads(response.get_data())
-    assert (body["status"], body["code"]) == (status, code)
-    return body
+    return client.get(path, headers=bearer(keys, key))
 
 
 def test_a_sigmoid_version_against_its_relu_baseline_is_a_regression(client, keys, audit_of):
@@ -113,30 +88,30 @@ def test_another_key_s_audit_is_not_found(client, keys, audit_of, unknown):
     mine, theirs = audit_of(RELU_LAYERS), audit_of(RELU_LAYERS, owner="bob")
     path = f"/v1/audits/{theirs}/compare/{mine}" if unknown == "audit" else f"/v1/audits/{mine}/compare/{theirs}"
 
-    body = problem(get(client, keys, path), 404, "audit_not_found")
+    body = assert_problem(get(client, keys, path), 404, "audit_not_found")
     assert theirs in body["detail"]
 
 
 def test_an_unknown_id_is_404_even_beside_an_unfinished_audit(client, keys, audit_of):
     queued = audit_of()
-    problem(get(client, keys, f"/v1/audits/{queued}/compare/nope"), 404, "audit_not_found")
+    assert_problem(get(client, keys, f"/v1/audits/{queued}/compare/nope"), 404, "audit_not_found")
 
 
 def test_an_unfinished_audit_is_409(client, keys, audit_of):
     done, queued = audit_of(RELU_LAYERS), audit_of()
-    body = problem(get(client, keys, f"/v1/audits/{done}/compare/{queued}"), 409, "audit_not_finished")
+    body = assert_problem(get(client, keys, f"/v1/audits/{done}/compare/{queued}"), 409, "audit_not_finished")
     assert body["audit_status"] == "queued"
 
 
 def test_a_failed_audit_answers_with_its_own_code(client, keys, audit_of):
     done, failed = audit_of(RELU_LAYERS), audit_of(failure="input_shape_required")
-    body = problem(get(client, keys, f"/v1/audits/{failed}/compare/{done}"), 422, "input_shape_required")
+    body = assert_problem(get(client, keys, f"/v1/audits/{failed}/compare/{done}"), 422, "input_shape_required")
     assert body["id"] == failed
 
 
 def test_without_a_key_it_is_401(client, audit_of):
     done = audit_of(RELU_LAYERS)
-    problem(client.get(f"/v1/audits/{done}/compare/{done}"), 401, "unauthorized")
+    assert_problem(client.get(f"/v1/audits/{done}/compare/{done}"), 401, "unauthorized")
 
 
 def test_the_document_describes_it(client):

@@ -11,11 +11,10 @@ import pytest
 from sqlalchemy import func, select
 
 from api import create_app
-from models import api_keys
 from models import audits as audit_rows
 from models import webhooks as webhook_rows
 from models.tables import LayerBatchRow, LayerRow, WebhookDelivery
-from tests.support.api_rows import LAYERS, claim
+from tests.support.api_rows import bearer, claim, store_result
 from tests.support.problems import assert_problem
 
 NETWORK = {"format": "torchscript", "parameters": 23, "layers": 2}
@@ -24,21 +23,6 @@ NETWORK = {"format": "torchscript", "parameters": 23, "layers": 2}
 @pytest.fixture
 def app(make_settings, sqlite_url):
     return create_app(make_settings(database_url=sqlite_url, auth=True))
-
-
-@pytest.fixture
-def keys(services):
-    """name -> (key id, secret) for alice, bob and the admin ops."""
-    made = {}
-    with services.sessions() as db_session:
-        for name in ("alice", "bob", "ops"):
-            key, secret = api_keys.create_key(db_session=db_session, name=name, admin=name == "ops")
-            made[name] = (key.id, secret)
-    return made
-
-
-def bearer(keys, name: str = "alice") -> dict[str, str]:
-    return {"Authorization": f"Bearer {keys[name][1]}"}
 
 
 def stored(services, content: bytes) -> str:
@@ -63,17 +47,14 @@ def audit_of(services, keys):
                 artifact_size=len(upload), filename="net.pt", options={}, owner_key_id=keys[owner][0],
                 inputs_sha256=stored(services, inputs) if inputs else None).id
         if run:
-            claim(services, audit_id)
             recommendation = {"code": "use_relu", "text": "use ReLU", "layers": ["0"]}
             if patched:
                 recommendation["network"] = network_named(stored(services, patched))
             findings = [{"code": "vanishing_gradient", "severity": "critical", "title": "Gradients vanish",
                          "layers": ["0"], "evidence": {}, "confidence": 0.9, "recommendations": [recommendation]}]
-            result = {"network": NETWORK, "setup": {"device": "cpu"}, "findings": findings, "verdict": "critical",
-                      "combined": {"network": network_named(stored(services, combined))} if combined else None}
-            with services.sessions() as db_session:
-                assert audit_rows.succeed_audit(db_session=db_session, audit_id=audit_id, worker_id="worker-1",
-                                                result=result, layers=LAYERS)
+            store_result(services, audit_id, {
+                "network": NETWORK, "setup": {"device": "cpu"}, "findings": findings, "verdict": "critical",
+                "combined": {"network": network_named(stored(services, combined))} if combined else None})
         return audit_id
 
     return insert

@@ -4,7 +4,6 @@ per-key limit, and the database holds the key's hash, never the key."""
 from __future__ import annotations
 
 import io
-import json
 
 import pytest
 
@@ -12,8 +11,8 @@ from api import create_app
 from models import api_keys
 from models import audits as audit_rows
 from tests.support.api_rows import SHA256
+from tests.support.problems import assert_problem
 
-PROBLEM_JSON = "application/problem+json"
 LIMIT = 2
 
 
@@ -46,15 +45,6 @@ def post(client, content: bytes, secret: str | None):
     return client.post("/v1/audits", data=form, content_type="multipart/form-data", headers=headers)
 
 
-def problem(response, status: int, code: str) -> dict:
-    """The problem+json body, after checking its status and code."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == PROBLEM_JSON
-    body = json.loads(response.get_data())
-    assert (body["status"], body["code"]) == (status, code)
-    return body
-
-
 ROUTES = [("get", "/v1/audits"), ("post", "/v1/audits"), ("get", "/v1/audits/abc"),
           ("get", "/v1/audits/abc/report"), ("get", "/v1/audits/abc/layers"),
           ("get", "/v1/audits/abc/remedies/use_relu/network"), ("get", "/v1/audits/abc/deliveries"),
@@ -64,20 +54,20 @@ ROUTES = [("get", "/v1/audits"), ("post", "/v1/audits"), ("get", "/v1/audits/abc
 @pytest.mark.parametrize(("method", "path"), ROUTES)
 def test_no_key_is_401_unauthorized(client, method, path):
     response = getattr(client, method)(path)
-    problem(response, 401, "unauthorized")
+    assert_problem(response, 401, "unauthorized")
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 @pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "ga_nobearer", ""])
 def test_a_header_without_a_bearer_key_is_401_unauthorized(client, header):
-    problem(client.get("/v1/audits", headers={"Authorization": header}), 401, "unauthorized")
+    assert_problem(client.get("/v1/audits", headers={"Authorization": header}), 401, "unauthorized")
 
 
 @pytest.mark.parametrize("secret", ["ga_" + "x" * 43, "not-a-key", "ga_" + "y" * 5000])
 def test_an_unknown_key_is_401_invalid_api_key(client, new_key, secret):
     new_key()
     response = client.get("/v1/audits", headers=bearer(secret))
-    problem(response, 401, "invalid_api_key")
+    assert_problem(response, 401, "invalid_api_key")
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
@@ -88,7 +78,7 @@ def test_a_revoked_key_is_401_from_then_on(client, services, new_key):
         key = api_keys.find_active_key(db_session=db_session, secret=secret)
         assert api_keys.revoke_key(db_session=db_session, key_id=key.id)
         assert not api_keys.revoke_key(db_session=db_session, key_id=key.id)
-    problem(client.get("/v1/audits", headers=bearer(secret)), 401, "invalid_api_key")
+    assert_problem(client.get("/v1/audits", headers=bearer(secret)), 401, "invalid_api_key")
 
 
 def test_the_scheme_is_case_insensitive(client, new_key):
@@ -114,7 +104,7 @@ def test_another_key_gets_404_as_for_a_missing_audit(client, new_key, torchscrip
     alice, bob = new_key("alice"), new_key("bob")
     audit_id = post(client, torchscript_bytes, alice).json["id"]
 
-    refused = problem(client.get(f"/v1/audits/{audit_id}{suffix}", headers=bearer(bob)), 404, "audit_not_found")
+    refused = assert_problem(client.get(f"/v1/audits/{audit_id}{suffix}", headers=bearer(bob)), 404, "audit_not_found")
     assert refused["detail"] == f"there is no audit with id {audit_id!r}"
     assert client.get(f"/v1/audits/{audit_id}{suffix}", headers=bearer(alice)).status_code in (200, 409)
 
@@ -140,7 +130,7 @@ def test_an_admin_key_sees_every_audit(client, services, new_key, torchscript_by
     assert {item["id"] for item in page["items"]} == {alices, ownerless} and page["total"] == 2
     assert client.get(f"/v1/audits/{alices}", headers=bearer(admin)).status_code == 200
     assert client.get(f"/v1/audits/{ownerless}", headers=bearer(admin)).status_code == 200
-    problem(client.get(f"/v1/audits/{ownerless}", headers=bearer(alice)), 404, "audit_not_found")
+    assert_problem(client.get(f"/v1/audits/{ownerless}", headers=bearer(alice)), 404, "audit_not_found")
 
 
 def test_past_the_limit_of_active_audits_429_with_retry_after(client, services, new_key, torchscript_bytes):
@@ -149,7 +139,7 @@ def test_past_the_limit_of_active_audits_429_with_retry_after(client, services, 
     assert [response.status_code for response in first] == [202] * LIMIT
 
     refused = post(client, torchscript_bytes, alice)
-    body = problem(refused, 429, "too_many_active_audits")
+    body = assert_problem(refused, 429, "too_many_active_audits")
     assert int(refused.headers["Retry-After"]) > 0 and str(LIMIT) in body["detail"]
     assert post(client, torchscript_bytes, bob).status_code == 202  # the limit is per key
 

@@ -13,7 +13,7 @@ from api.auth import KEY_COOKIE
 from api.negotiation import CONTENT_SECURITY_POLICY
 from models import api_keys
 from models import audits as audit_rows
-from tests.support.api_rows import claim
+from tests.support.api_rows import store_result
 from tests.support.html_pages import parse
 from tests.support.reports import NETWORK, SETUP, finding, layer
 
@@ -27,11 +27,8 @@ FINDINGS = [finding("saturated_activation", "warning", layers=("/1/Sigmoid",))]
 
 def succeed(services, audit_id: str) -> None:
     """Claim the audit and store a report of LAYERS and FINDINGS."""
-    claim(services, audit_id)
-    result = {"network": NETWORK, "setup": SETUP, "findings": FINDINGS, "verdict": "warning"}
-    with services.sessions() as db_session:
-        assert audit_rows.succeed_audit(db_session=db_session, audit_id=audit_id, worker_id="worker-1",
-                                        result=result, layers=LAYERS)
+    store_result(services, audit_id, {"network": NETWORK, "setup": SETUP, "findings": FINDINGS, "verdict": "warning"},
+                 LAYERS)
 
 
 def page(response, status: int = 200):

@@ -4,17 +4,15 @@ patch) kept in the artifact store, streamed as a download under the report's own
 from __future__ import annotations
 
 import io
-import json
 
 import pytest
 
 from api import create_app
 from api.downloads import download_name
-from models import api_keys
 from models import audits as audit_rows
-from tests.support.api_rows import LAYERS, SHA256, claim
+from tests.support.api_rows import SHA256, bearer, claim, store_result
+from tests.support.problems import assert_problem
 
-PROBLEM_JSON = "application/problem+json"
 NETWORK = {"format": "torchscript", "parameters": 23, "layers": 2}
 REMEDIES_SETUP = {"verified": True, "verified_recommendations": 5, "max_verified_recommendations": 12,
                   "route": "the torchscript network exported to ONNX", "training": None}
@@ -28,31 +26,6 @@ PATCHED = {"use_relu": b"patched: use_relu", "use_relu_saturation": b"patched: u
 def app(make_settings, sqlite_url):
     """An app with API keys on."""
     return create_app(make_settings(database_url=sqlite_url, auth=True))
-
-
-@pytest.fixture
-def keys(services):
-    """Three keys: alice's and bob's, and an admin's; name -> (key id, secret)."""
-    made = {}
-    with services.sessions() as db_session:
-        for name in ("alice", "bob", "ops"):
-            key, secret = api_keys.create_key(db_session=db_session, name=name, admin=name == "ops")
-            made[name] = (key.id, secret)
-    return made
-
-
-def bearer(keys, name: str = "alice") -> dict[str, str]:
-    """The header the named key's holder sends."""
-    return {"Authorization": f"Bearer {keys[name][1]}"}
-
-
-def problem(response, status: int, code: str) -> dict:
-    """The problem+json body, after checking its status and code."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == PROBLEM_JSON
-    body = json.loads(response.get_data())
-    assert (body["status"], body["code"]) == (status, code)
-    return body
 
 
 def kept(services, content: bytes) -> dict:
@@ -102,10 +75,7 @@ def audit_of(services, keys):
                                                artifact_format="torchscript", artifact_size=100, filename="deep.pt",
                                                options={}, owner_key_id=keys[owner][0]).id
         if result is not None:
-            claim(services, audit_id)
-            with services.sessions() as db_session:
-                assert audit_rows.succeed_audit(db_session=db_session, audit_id=audit_id, worker_id="worker-1",
-                                                result=result, layers=LAYERS)
+            store_result(services, audit_id, result)
         return audit_id
 
     return insert
@@ -161,18 +131,18 @@ def test_the_report_names_what_the_download_serves(client, keys, remedied):
     ("use_relu", "?finding=dead_relu", "the report has no finding 'dead_relu'"),
 ])
 def test_no_such_recommendation_is_404_remedy_not_found(client, keys, remedied, code, query, detail):
-    body = problem(download(client, keys, remedied, code, query), 404, "remedy_not_found")
+    body = assert_problem(download(client, keys, remedied, code, query), 404, "remedy_not_found")
     assert body["detail"] == detail
 
 
 def test_a_recommendation_not_applicable_says_why(client, keys, remedied):
-    body = problem(download(client, keys, remedied, "add_batch_norm"), 404, "remedy_not_found")
+    body = assert_problem(download(client, keys, remedied, "add_batch_norm"), 404, "remedy_not_found")
     assert body["detail"] == ("recommendation 'add_batch_norm' of finding 'vanishing_gradient' has no patched "
                               f"network: {NOT_APPLICABLE}")
 
 
 def test_a_fix_verified_by_training_has_no_network(client, keys, remedied):
-    body = problem(download(client, keys, remedied, "clip_gradients"), 404, "remedy_not_found")
+    body = assert_problem(download(client, keys, remedied, "clip_gradients"), 404, "remedy_not_found")
     assert "changes training, not the network" in body["detail"]
 
 
@@ -184,10 +154,10 @@ def test_without_verification_each_download_says_why(client, keys, audit_of):
     audit_id = audit_of({"network": NETWORK, "setup": setup, "findings": findings, "verdict": "critical",
                          "combined": None})
 
-    fix = problem(download(client, keys, audit_id, "use_relu"), 404, "remedy_not_found")
+    fix = assert_problem(download(client, keys, audit_id, "use_relu"), 404, "remedy_not_found")
     assert fix["detail"] == ("recommendation 'use_relu' of finding 'vanishing_gradient' was not verified: "
                              "verify_remedies is off")
-    combined = problem(download(client, keys, audit_id, "combined"), 404, "remedy_not_found")
+    combined = assert_problem(download(client, keys, audit_id, "combined"), 404, "remedy_not_found")
     assert combined["detail"] == "there is no combined patch: the recommendations were not verified " \
                                  "(verify_remedies is off)"
 
@@ -197,16 +167,18 @@ def test_an_audit_from_before_verification_says_so(client, keys, audit_of):
                  "recommendations": [{"code": "residual", "text": "add skip connections"}]}]
     audit_id = audit_of({"network": NETWORK, "setup": {"device": "cpu"}, "findings": findings, "verdict": "warning"})
 
-    body = problem(download(client, keys, audit_id, "residual"), 404, "remedy_not_found")
+    body = assert_problem(download(client, keys, audit_id, "residual"), 404, "remedy_not_found")
     assert body["detail"].endswith("was not verified: the audit ran before recommendations were verified")
 
 
 @pytest.mark.parametrize("code", ["use_relu", "combined"])
 def test_a_queued_or_running_audit_is_409(client, services, keys, audit_of, code):
     audit_id = audit_of()
-    assert problem(download(client, keys, audit_id, code), 409, "audit_not_finished")["audit_status"] == "queued"
+    queued = assert_problem(download(client, keys, audit_id, code), 409, "audit_not_finished")
+    assert queued["audit_status"] == "queued"
     claim(services, audit_id)
-    assert problem(download(client, keys, audit_id, code), 409, "audit_not_finished")["audit_status"] == "running"
+    running = assert_problem(download(client, keys, audit_id, code), 409, "audit_not_finished")
+    assert running["audit_status"] == "running"
 
 
 def test_a_failed_audit_answers_as_its_report_does(client, services, keys, audit_of):
@@ -214,25 +186,26 @@ def test_a_failed_audit_answers_as_its_report_does(client, services, keys, audit
     with services.sessions() as db_session:
         audit_rows.fail_audit(db_session=db_session, audit_id=audit_id, code="input_shape_required", detail="x=?")
 
-    body = problem(download(client, keys, audit_id, "use_relu"), 422, "input_shape_required")
-    report = problem(client.get(f"/v1/audits/{audit_id}/report", headers=bearer(keys)), 422, "input_shape_required")
+    body = assert_problem(download(client, keys, audit_id, "use_relu"), 422, "input_shape_required")
+    report = assert_problem(client.get(f"/v1/audits/{audit_id}/report", headers=bearer(keys)), 422,
+                            "input_shape_required")
     assert body == report
 
 
 def test_another_key_gets_404_as_for_a_missing_audit(client, keys, remedied):
     for code in ("use_relu", "combined"):
-        body = problem(download(client, keys, remedied, code, key="bob"), 404, "audit_not_found")
+        body = assert_problem(download(client, keys, remedied, code, key="bob"), 404, "audit_not_found")
         assert body["detail"] == f"there is no audit with id {remedied!r}"
         assert download(client, keys, remedied, code, key="ops").status_code == 200  # an admin sees every audit
-    problem(download(client, keys, "nope", "use_relu"), 404, "audit_not_found")
-    problem(client.get(f"/v1/audits/{remedied}/remedies/use_relu/network"), 401, "unauthorized")
+    assert_problem(download(client, keys, "nope", "use_relu"), 404, "audit_not_found")
+    assert_problem(client.get(f"/v1/audits/{remedied}/remedies/use_relu/network"), 401, "unauthorized")
 
 
 def test_a_network_gone_from_the_store_is_503_storage_unavailable(client, services, keys, remedied):
     report = client.get(f"/v1/audits/{remedied}/report", headers=bearer(keys)).get_json()
     services.store.path_for(report["combined"]["network"]["sha256"]).unlink()
 
-    body = problem(download(client, keys, remedied, "combined"), 503, "storage_unavailable")
+    body = assert_problem(download(client, keys, remedied, "combined"), 503, "storage_unavailable")
     assert "not in the artifact store" in body["detail"]
     assert download(client, keys, remedied, "use_relu").status_code == 200  # the others are still there
 

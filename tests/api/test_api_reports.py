@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from models import audits as audit_rows
-from tests.support.api_rows import LAYERS, SHA256, claim
-
-PROBLEM_JSON = "application/problem+json"
+from tests.support.api_rows import LAYERS, SHA256, claim, store_result
+from tests.support.problems import assert_problem
 
 NETWORK = {"format": "torchscript", "parameters": 23, "layers": 2}
 SETUP = {"device": "cpu", "batch_size": 8, "seed": 0, "loss": "sum", "input_shapes": {"x": [8, 4]}}
@@ -23,22 +20,9 @@ UNMEASURED = {"output_grad": None, "activation": None}
 
 
 
-def problem(response, status: int, code: str) -> dict:
-    """The problem+json body, after checking its status and code."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == PROBLEM_JSON
-    body = json.loads(response.get_data())
-    assert (body["status"], body["code"]) == (status, code)
-    return body
-
-
 def succeed(services, audit_id: str) -> None:
     """Claim the audit and store a fabricated engine result."""
-    claim(services, audit_id)
-    result = {"network": NETWORK, "setup": SETUP, "findings": FINDINGS, "verdict": "warning"}
-    with services.sessions() as db_session:
-        assert audit_rows.succeed_audit(db_session=db_session, audit_id=audit_id, worker_id="worker-1",
-                                        result=result, layers=LAYERS)
+    store_result(services, audit_id, {"network": NETWORK, "setup": SETUP, "findings": FINDINGS, "verdict": "warning"})
 
 
 def fail(services, audit_id: str, code: str, detail: str) -> None:
@@ -63,19 +47,19 @@ def test_get_queued_audit(client, new_audit):
 
 
 def test_get_unknown_audit(client):
-    body = problem(client.get("/v1/audits/nope"), 404, "audit_not_found")
+    body = assert_problem(client.get("/v1/audits/nope"), 404, "audit_not_found")
     assert body["detail"] == "there is no audit with id 'nope'"
 
 
 @pytest.mark.parametrize("resource", ["report", "layers"])
 def test_unknown_audit_has_no_report(resource, client):
-    problem(client.get(f"/v1/audits/nope/{resource}"), 404, "audit_not_found")
+    assert_problem(client.get(f"/v1/audits/nope/{resource}"), 404, "audit_not_found")
 
 
 @pytest.mark.parametrize("resource", ["report", "layers"])
 def test_queued_audit_is_not_finished(resource, client, new_audit):
     audit_id = new_audit()
-    body = problem(client.get(f"/v1/audits/{audit_id}/{resource}"), 409, "audit_not_finished")
+    body = assert_problem(client.get(f"/v1/audits/{audit_id}/{resource}"), 409, "audit_not_finished")
     assert body["audit_status"] == "queued"
     assert body["detail"] == f"the audit is queued; poll /v1/audits/{audit_id}"
 
@@ -84,7 +68,8 @@ def test_running_audit_is_not_finished(client, services, new_audit):
     audit_id = new_audit()
     claim(services, audit_id)
 
-    assert problem(client.get(f"/v1/audits/{audit_id}/report"), 409, "audit_not_finished")["audit_status"] == "running"
+    refused = assert_problem(client.get(f"/v1/audits/{audit_id}/report"), 409, "audit_not_finished")
+    assert refused["audit_status"] == "running"
     running = client.get(f"/v1/audits/{audit_id}").get_json()
     assert running["status"] == "running" and running["attempts"] == 1 and running["started_at"].endswith("Z")
 
@@ -99,7 +84,7 @@ def test_failed_audit_answers_with_its_stored_code(resource, code, status, clien
     audit_id = new_audit()
     fail(services, audit_id, code, f"detail of {code}")
 
-    body = problem(client.get(f"/v1/audits/{audit_id}/{resource}"), status, code)
+    body = assert_problem(client.get(f"/v1/audits/{audit_id}/{resource}"), status, code)
     assert body["detail"] == f"detail of {code}"
     assert body["id"] == audit_id and body["audit_status"] == "failed"
     assert body["title"] == "The audit failed"

@@ -5,26 +5,19 @@ audit's result right after its upload)."""
 from __future__ import annotations
 
 import json
-import threading
 from xml.etree import ElementTree
 
 import pytest
 from click.testing import CliRunner
-from werkzeug.serving import make_server
 
 from api import create_app
 from cli.main import main
 from gradaudit.client import Client
 from models import audits as audit_rows
-from tests.support.api_rows import SHA256, claim
-from tests.support.reports import NETWORK, SETUP, finding, layer
+from tests.support.api_rows import SHA256, store_result
+from tests.support.reports import NETWORK, RELU_LAYERS, SETUP, SIGMOID_LAYERS, finding
+from tests.support.threaded_app import serving
 
-RELU = [layer("/0/Gemm", 0, grad_norm=1e-4, output_grad_norm=7e-5),
-        layer("/1/Relu", 1, kind="Relu", parameters=0, output_grad_norm=1e-4, zero_fraction=0.5),
-        layer("/2/Gemm", 2, grad_norm=1e-2, output_grad_norm=4e-2)]
-SIGMOID = [layer("/0/Gemm", 0, grad_norm=1e-7, output_grad_norm=5e-8),
-           layer("/1/Sigmoid", 1, kind="Sigmoid", parameters=0, output_grad_norm=2e-7, saturated_fraction=0.0),
-           layer("/2/Gemm", 2, grad_norm=1e-2, output_grad_norm=4e-2)]
 VANISHING = finding("vanishing_gradient", "critical", layers=("/0/Gemm",), title="Vanishing gradients")
 
 
@@ -32,23 +25,15 @@ VANISHING = finding("vanishing_gradient", "critical", layers=("/0/Gemm",), title
 def service(make_settings, sqlite_url):
     """The app on an ephemeral port; yields (base URL, app)."""
     app = create_app(make_settings(database_url=sqlite_url))
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", app
-    server.shutdown()
-    thread.join(5)
+    with serving(app) as url:
+        yield url, app
 
 
 def succeed(app, audit_id: str, layers: list[dict], findings: list[dict]) -> None:
     """Store a result for a queued audit, as the worker does."""
-    services = app.extensions["gradaudit"]
-    claim(services, audit_id)
     verdict = "critical" if findings else "healthy"
-    with services.sessions() as db_session:
-        assert audit_rows.succeed_audit(db_session=db_session, audit_id=audit_id, worker_id="worker-1", layers=layers,
-                                        result={"network": NETWORK, "setup": SETUP, "findings": findings,
-                                                "verdict": verdict})
+    store_result(app.extensions["gradaudit"], audit_id,
+                 {"network": NETWORK, "setup": SETUP, "findings": findings, "verdict": verdict}, layers)
 
 
 def finished(app, layers: list[dict], findings: list[dict] = ()) -> str:
@@ -96,7 +81,7 @@ def gradaudit(*arguments: str):
 
 def test_compare_prints_what_changed(service):
     url, app = service
-    relu, sigmoid = finished(app, RELU), finished(app, SIGMOID, [VANISHING])
+    relu, sigmoid = finished(app, RELU_LAYERS), finished(app, SIGMOID_LAYERS, [VANISHING])
 
     result = gradaudit("compare", sigmoid, relu, "--url", url)
 
@@ -110,7 +95,7 @@ def test_compare_prints_what_changed(service):
 @pytest.mark.parametrize(("regressed", "code"), [(True, 1), (False, 0)])
 def test_compare_fails_on_a_regression_when_asked(service, regressed, code):
     url, app = service
-    relu, sigmoid = finished(app, RELU), finished(app, SIGMOID, [VANISHING])
+    relu, sigmoid = finished(app, RELU_LAYERS), finished(app, SIGMOID_LAYERS, [VANISHING])
     audit, baseline = (sigmoid, relu) if regressed else (relu, sigmoid)
 
     result = gradaudit("compare", audit, baseline, "--url", url, "--fail-on-regression", "--json")
@@ -121,15 +106,15 @@ def test_compare_fails_on_a_regression_when_asked(service, regressed, code):
 
 def test_compare_with_an_unknown_audit_is_an_error(service):
     url, app = service
-    result = gradaudit("compare", finished(app, RELU), "nope", "--url", url, "--fail-on-regression")
+    result = gradaudit("compare", finished(app, RELU_LAYERS), "nope", "--url", url, "--fail-on-regression")
     assert result.exit_code == 2
     assert "error [audit_not_found]: there is no audit with id 'nope'" in result.output
 
 
 def test_submit_against_a_baseline_fails_on_the_regression(service, audited_as, network, tmp_path):
     url, app = service
-    baseline = finished(app, RELU)
-    submitted = audited_as(SIGMOID, [VANISHING])
+    baseline = finished(app, RELU_LAYERS)
+    submitted = audited_as(SIGMOID_LAYERS, [VANISHING])
     junit, markdown = tmp_path / "out" / "gradaudit.xml", tmp_path / "out" / "gradaudit.md"
 
     result = gradaudit("submit", str(network), "--url", url, "--baseline", baseline, "--fail-on-regression",
@@ -146,8 +131,8 @@ def test_submit_against_a_baseline_fails_on_the_regression(service, audited_as, 
 
 def test_submit_against_a_baseline_passes_without_a_regression(service, audited_as, network):
     url, app = service
-    baseline = finished(app, SIGMOID, [VANISHING])
-    audited_as(RELU)
+    baseline = finished(app, SIGMOID_LAYERS, [VANISHING])
+    audited_as(RELU_LAYERS)
 
     result = gradaudit("submit", str(network), "--url", url, "--baseline", baseline, "--fail-on-regression",
                        "--json")
@@ -159,8 +144,8 @@ def test_submit_against_a_baseline_passes_without_a_regression(service, audited_
 
 def test_the_verdict_gate_still_holds_beside_the_baseline(service, audited_as, network):
     url, app = service
-    baseline = finished(app, SIGMOID, [VANISHING])
-    audited_as(SIGMOID, [VANISHING])  # no regression, but critical
+    baseline = finished(app, SIGMOID_LAYERS, [VANISHING])
+    audited_as(SIGMOID_LAYERS, [VANISHING])  # no regression, but critical
 
     result = gradaudit("submit", str(network), "--url", url, "--baseline", baseline, "--fail-on-regression",
                        "--fail-on", "critical")
@@ -200,7 +185,7 @@ def test_fail_on_regression_needs_a_baseline(network):
 
 def test_submit_writes_the_outputs_without_wait(service, audited_as, network, tmp_path):
     url, _ = service
-    audited_as(SIGMOID, [VANISHING])
+    audited_as(SIGMOID_LAYERS, [VANISHING])
     markdown = tmp_path / "summary.md"
 
     result = gradaudit("submit", str(network), "--url", url, "--markdown", str(markdown))

@@ -3,17 +3,15 @@ keys, and `submit --api-key` / GRADAUDIT_API_KEY sending the key."""
 
 from __future__ import annotations
 
-import threading
-
 import click
 import pytest
 from click.testing import CliRunner
-from werkzeug.serving import make_server
 
 from api import create_app
 from cli.keys import is_loopback, serve_auth
 from cli.main import main
 from gradaudit.client import Client, ServiceError
+from tests.support.threaded_app import serving
 
 UNSET = {"DATABASE_URL": None, "GRADAUDIT_DATA_DIR": None, "GRADAUDIT_API_KEY": None, "GRADAUDIT_AUTH": None,
          "GRADAUDIT_ENV": None}
@@ -134,12 +132,8 @@ def served(data_dir):
     from gradaudit.settings import load_settings
 
     app = create_app(load_settings({}, data_dir=data_dir, broker_url="memory://", auth=True))
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", secret
-    server.shutdown()
-    thread.join(5)
+    with serving(app) as url:
+        yield url, secret
 
 
 @pytest.fixture

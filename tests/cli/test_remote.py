@@ -10,7 +10,6 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from werkzeug.serving import make_server
 
 from api import create_app
 from cli.main import main
@@ -18,6 +17,7 @@ from gradaudit.client import Client
 from models import audits as audit_rows
 from tests.support.api_rows import claim
 from tests.support.reports import NETWORK, SETUP, finding, layer
+from tests.support.threaded_app import serving
 
 LAYERS = [layer("/0/Gemm", 0, grad_norm=1e-4, output_grad_norm=7e-5), layer("/1/Gemm", 1, grad_norm=1e-2)]
 
@@ -26,12 +26,8 @@ LAYERS = [layer("/0/Gemm", 0, grad_norm=1e-4, output_grad_norm=7e-5), layer("/1/
 def service(make_settings, sqlite_url):
     """The app on an ephemeral port; yields (base URL without its scheme, app)."""
     app = create_app(make_settings(database_url=sqlite_url))
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_port}", app
-    server.shutdown()
-    thread.join(5)
+    with serving(app) as url:
+        yield url.removeprefix("http://"), app
 
 
 @pytest.fixture

@@ -7,13 +7,13 @@ import threading
 import time
 
 import pytest
-from werkzeug.serving import make_server
 
 from api import create_app
 from gradaudit.client import Audit, Client, ServiceError, service_url
 from models import audits as audit_rows
-from tests.support.api_rows import claim
+from tests.support.api_rows import store_result
 from tests.support.reports import NETWORK, SETUP, finding, layer
+from tests.support.threaded_app import serving
 
 LAYERS = [layer("/0/Gemm", 0, grad_norm=1e-4, output_grad_norm=7e-5), layer("/1/Gemm", 1, grad_norm=1e-2)]
 
@@ -22,12 +22,8 @@ LAYERS = [layer("/0/Gemm", 0, grad_norm=1e-4, output_grad_norm=7e-5), layer("/1/
 def served(make_settings, sqlite_url):
     """The app on an ephemeral port; yields (base URL, app)."""
     app = create_app(make_settings(database_url=sqlite_url))
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/", app
-    server.shutdown()
-    thread.join(5)
+    with serving(app) as url:
+        yield f"{url}/", app
 
 
 @pytest.fixture
@@ -46,12 +42,8 @@ def fail(app, audit_id: str, code: str, detail: str) -> None:
 
 def succeed(app, audit_id: str, findings=()) -> None:
     """Store a result for the audit, as the worker does."""
-    services = app.extensions["gradaudit"]
-    claim(services, audit_id)
-    with services.sessions() as db_session:
-        audit_rows.succeed_audit(db_session=db_session, audit_id=audit_id, worker_id="worker-1", layers=LAYERS,
-                                 result={"network": NETWORK, "setup": SETUP, "findings": list(findings),
-                                         "verdict": "critical" if findings else "healthy"})
+    store_result(app.extensions["gradaudit"], audit_id, {"network": NETWORK, "setup": SETUP, "findings": list(findings),
+                                                         "verdict": "critical" if findings else "healthy"}, LAYERS)
 
 
 def test_submit_get_and_list(served, onnx_file):

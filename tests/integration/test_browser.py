@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from torch import nn
 
 from tests.conftest import missing_service
 from tests.support import browser
-from tests.support.keyed_serve import CLI, environment, start_serve, stop
+from tests.support.keyed_serve import serving_with_a_key
 from tests.support.stack import mlp, save_onnx
 
 pytestmark = pytest.mark.integration
@@ -40,12 +39,8 @@ def chromium():
 @pytest.fixture
 def served_with_keys(tmp_path):
     """`gradaudit serve` with API keys on, and the secret of one key."""
-    created = subprocess.run([*CLI, "keys", "--data-dir", str(tmp_path / "data"), "create", "--name", "browser"],
-                             env=environment(), capture_output=True, text=True, timeout=120, check=True)
-    url, process, log_path = start_serve(tmp_path, environment(GRADAUDIT_AUTH="on"))
-    yield url, created.stdout.strip()
-    stop(process)
-    assert "Traceback" not in log_path.read_text(errors="replace"), log_path.read_text(errors="replace")[-4000:]
+    with serving_with_a_key(tmp_path, "browser") as (url, secret):
+        yield url, secret
 
 
 def report_shown(driver) -> bool:

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.support.ci_doc import github_workflow, run_workflow, write_export_script
-from tests.support.keyed_serve import CLI, environment, start_serve, stop
+from tests.support.keyed_serve import environment, serving_with_a_key
 
 pytestmark = pytest.mark.integration
 
@@ -26,15 +26,8 @@ PROPOSED = {"depth": 4, "activation": "Sigmoid"}  # the gradient vanishes: a war
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     """`gradaudit serve` with keys on; (URL, the secret of a key)."""
-    tmp_path = tmp_path_factory.mktemp("ci_service")
-    created = subprocess.run([*CLI, "keys", "--data-dir", str(tmp_path / "data"), "create", "--name", "ci"],
-                             env=environment(), capture_output=True, text=True, timeout=120, check=True)
-    url, process, log_path = start_serve(tmp_path, environment(GRADAUDIT_AUTH="on"))
-    try:
-        yield url, created.stdout.strip()
-    finally:
-        stop(process)
-    assert "Traceback" not in log_path.read_text(errors="replace"), log_path.read_text(errors="replace")[-4000:]
+    with serving_with_a_key(tmp_path_factory.mktemp("ci_service"), "ci") as (url, secret):
+        yield url, secret
 
 
 def gradaudit(*arguments: str, cwd: Path, key: str) -> subprocess.CompletedProcess:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 from torch import nn
 
 from api.openapi import DOCUMENT
-from tests.support.keyed_serve import CLI, environment, start_serve, stop
+from tests.support.keyed_serve import serving_with_a_key
 from tests.support.stack import mlp, save_onnx, save_torchscript
 
 pytestmark = pytest.mark.integration
@@ -70,11 +69,8 @@ class Live:
 def live(tmp_path_factory):
     """`gradaudit serve` with GRADAUDIT_AUTH=on and a key made by `gradaudit keys create`."""
     tmp_path = tmp_path_factory.mktemp("contract")
-    created = subprocess.run([*CLI, "keys", "--data-dir", str(tmp_path / "data"), "create", "--name", "fuzz"],
-                             env=environment(), capture_output=True, text=True, timeout=120, check=True)
-    url, process, log_path = start_serve(tmp_path, environment(GRADAUDIT_AUTH="on"))
-    try:
-        running = Live(url, created.stdout.strip())
+    with serving_with_a_key(tmp_path, "fuzz") as (url, secret):
+        running = Live(url, secret)
         # Real audits, so the list, the audit, its report and its layers are fuzzed on rows, not only on 404s.
         running.network = save_onnx(mlp(2, nn.ReLU), tmp_path / "net.onnx")
         running.audits = {
@@ -85,9 +81,6 @@ def live(tmp_path_factory):
             "remedied": running.finished_audit(save_onnx(mlp(11, nn.Sigmoid), tmp_path / "deep.onnx"), "{}"),
         }
         yield running
-    finally:
-        stop(process)
-    assert "Traceback" not in log_path.read_text(errors="replace"), log_path.read_text(errors="replace")[-4000:]
 
 
 def fuzz(live: Live, operation, headers: dict[str, str] | None, mode=schemathesis.GenerationMode.POSITIVE,

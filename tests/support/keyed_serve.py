@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import requests
 
@@ -45,3 +47,17 @@ def stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
+
+
+@contextmanager
+def serving_with_a_key(tmp_path, key_name: str) -> Iterator[tuple[str, str]]:
+    """`gradaudit serve` with GRADAUDIT_AUTH=on and one key made by `gradaudit keys create` while the block runs;
+    yields (URL, the key's secret). Stopped after, when its log must hold no traceback."""
+    created = subprocess.run([*CLI, "keys", "--data-dir", str(tmp_path / "data"), "create", "--name", key_name],
+                             env=environment(), capture_output=True, text=True, timeout=120, check=True)
+    url, process, log_path = start_serve(tmp_path, environment(GRADAUDIT_AUTH="on"))
+    try:
+        yield url, created.stdout.strip()
+    finally:
+        stop(process)
+    assert "Traceback" not in log_path.read_text(errors="replace"), log_path.read_text(errors="replace")[-4000:]

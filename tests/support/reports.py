@@ -61,3 +61,13 @@ def report(layers: list[dict[str, Any]], findings: list[dict[str, Any]], *, audi
     verdict = verdict or ("healthy", "warning", "critical")[worst]
     return build_report(audit_id=audit_id, network=NETWORK, setup=SETUP, layers=layers, findings=findings,
                         verdict=verdict)
+
+
+# One network's layers with a ReLU, and again with a sigmoid in its place whose gradient vanishes toward the input:
+# the version that regressed against its baseline.
+RELU_LAYERS = [layer("/0/Gemm", 0, grad_norm=1e-4, output_grad_norm=7e-5),
+               layer("/1/Relu", 1, kind="Relu", parameters=0, output_grad_norm=1e-4, zero_fraction=0.5),
+               layer("/2/Gemm", 2, grad_norm=1e-2, output_grad_norm=4e-2)]
+SIGMOID_LAYERS = [layer("/0/Gemm", 0, grad_norm=1e-7, output_grad_norm=5e-8),
+                  layer("/1/Sigmoid", 1, kind="Sigmoid", parameters=0, output_grad_norm=2e-7, saturated_fraction=0.0),
+                  layer("/2/Gemm", 2, grad_norm=1e-2, output_grad_norm=4e-2)]

@@ -3,17 +3,16 @@ parent keeps only plain files inside the child's scratch folder, and names each 
 
 from __future__ import annotations
 
-import io
 import os
 from functools import partial
 
 import onnx
 import pytest
-import torch
 
 from gradaudit.options import AuditOptions
 from models import audits as audit_rows
 from tests.support.networks import deep_sigmoid
+from tests.support.worker_audits import queued_torchscript
 from worker.context import build_context
 from worker.remedies.audit import audit_with_remedies
 from worker.runner import execute_audit, written_fixes
@@ -25,15 +24,8 @@ def context(make_settings, sqlite_url):
 
 
 def _queued_sigmoid_stack(context) -> str:
-    buffer = io.BytesIO()
-    torch.jit.save(torch.jit.script(deep_sigmoid(8, 16)), buffer)
-    buffer.seek(0)
-    artifact = context.store.save(buffer, max_bytes=10**7)
     options = AuditOptions(input_shapes={"input": [8, 16]}, verify_steps=0)
-    with context.sessions() as db_session:
-        return audit_rows.create_audit(db_session=db_session, artifact_sha256=artifact.sha256,
-                                       artifact_format="torchscript", artifact_size=artifact.size,
-                                       options=options.model_dump()).id
+    return queued_torchscript(context, deep_sigmoid(8, 16), options)
 
 
 def test_each_verified_fix_is_kept_in_the_store_and_named_in_the_report(context):

@@ -12,16 +12,9 @@ import pytest
 
 from models import audits as audit_rows
 from models.tables import utcnow
-from tests.support.db import Database, claim, new_audit, set_columns, succeed
+from tests.support.db import claim, new_audit, set_columns, succeed
 from worker import retention
 from worker.context import build_context
-
-
-@pytest.fixture
-def db(sqlite_url):
-    database = Database(sqlite_url)
-    yield database
-    database.engine.dispose()
 
 
 @pytest.fixture

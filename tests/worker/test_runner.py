@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 
 import pytest
-import torch
 
 from gradaudit.errors import AuditError
 from gradaudit.options import AuditOptions
 from models import audits as audit_rows
 from models.audits import Claim
 from tests.support.networks import TwoLayers
+from tests.support.worker_audits import audit_and_layers, queued_torchscript
 from worker import runner
 from worker.context import build_context
 from worker.engine.audit import audit_network
@@ -26,22 +25,7 @@ def context(make_settings, database_url):
 
 
 def _queued_audit(context, options: dict) -> str:
-    buffer = io.BytesIO()
-    torch.jit.save(torch.jit.script(TwoLayers()), buffer)
-    buffer.seek(0)
-    artifact = context.store.save(buffer, max_bytes=10**7)
-    with context.sessions() as db_session:
-        audit = audit_rows.create_audit(
-            db_session=db_session, artifact_sha256=artifact.sha256, artifact_format="torchscript",
-            artifact_size=artifact.size, options=AuditOptions(**options).model_dump(),
-        )
-        return audit.id
-
-
-def _row(context, audit_id: str):
-    with context.sessions() as db_session:
-        audit = audit_rows.get_audit(db_session=db_session, audit_id=audit_id)
-        return audit, [layer.as_dict() for layer in audit_rows.list_layers(db_session=db_session, audit_id=audit_id)]
+    return queued_torchscript(context, TwoLayers(), AuditOptions(**options))
 
 
 def test_a_claimed_audit_stores_its_report_and_layer_rows(context):
@@ -49,7 +33,7 @@ def test_a_claimed_audit_stores_its_report_and_layer_rows(context):
 
     assert execute_audit(audit_id, context=context, run_engine=audit_network) is Claim.CLAIMED
 
-    audit, layers = _row(context, audit_id)
+    audit, layers = audit_and_layers(context, audit_id)
     assert (audit.status, audit.attempts, audit.verdict) == ("succeeded", 1, "healthy")
     assert [layer["name"] for layer in layers] == ["hidden", "out"]
     assert audit.network_parameters == 4 * 8 + 8 + 8 * 3 + 3
@@ -59,11 +43,11 @@ def test_a_claimed_audit_stores_its_report_and_layer_rows(context):
 def test_a_redelivered_task_for_a_finished_audit_changes_nothing(context):
     audit_id = _queued_audit(context, {"input_shapes": {"x": [2, 4]}})
     execute_audit(audit_id, context=context, run_engine=audit_network)
-    before, layers_before = _row(context, audit_id)
+    before, layers_before = audit_and_layers(context, audit_id)
 
     assert execute_audit(audit_id, context=context, run_engine=audit_network) is Claim.FINISHED
 
-    after, layers_after = _row(context, audit_id)
+    after, layers_after = audit_and_layers(context, audit_id)
     assert (after.finished_at, after.attempts) == (before.finished_at, before.attempts)
     assert layers_after == layers_before
 
@@ -73,7 +57,7 @@ def test_an_engine_refusal_fails_the_audit_with_its_code(context):
 
     execute_audit(audit_id, context=context, run_engine=audit_network)
 
-    audit, layers = _row(context, audit_id)
+    audit, layers = audit_and_layers(context, audit_id)
     assert (audit.status, audit.error_code) == ("failed", "input_shape_required")
     assert "'x'" in audit.error_detail and layers == []
 
@@ -86,7 +70,7 @@ def test_an_engine_crash_is_a_coded_failure_without_internals(context):
 
     execute_audit(audit_id, context=context, run_engine=crashing_engine)
 
-    audit, _ = _row(context, audit_id)
+    audit, _ = audit_and_layers(context, audit_id)
     assert (audit.status, audit.error_code) == ("failed", "internal_error")
     assert "secret" not in audit.error_detail
 
@@ -110,19 +94,19 @@ def test_an_allocation_the_engine_could_not_make_is_resource_limit_exceeded(cont
 
     execute_audit(audit_id, context=context, run_engine=allocating_engine)
 
-    audit, _ = _row(context, audit_id)
+    audit, _ = audit_and_layers(context, audit_id)
     assert (audit.status, audit.error_code, audit.attempts) == ("failed", "resource_limit_exceeded", 1)
     assert "GRADAUDIT_AUDIT_MEMORY_MB" in audit.error_detail
 
 
 def test_a_vanished_artifact_is_a_coded_failure(context):
     audit_id = _queued_audit(context, {"input_shapes": {"x": [2, 4]}})
-    audit, _ = _row(context, audit_id)
+    audit, _ = audit_and_layers(context, audit_id)
     context.store.path_for(audit.artifact_sha256).unlink()
 
     execute_audit(audit_id, context=context, run_engine=audit_network)
 
-    audit, _ = _row(context, audit_id)
+    audit, _ = audit_and_layers(context, audit_id)
     assert (audit.status, audit.error_code) == ("failed", "artifact_missing")
 
 
@@ -140,7 +124,7 @@ def test_a_result_is_dropped_when_another_worker_took_the_audit_over(context, mo
     monkeypatch.setattr(runner, "run_in_child", child_that_loses_its_claim)
     execute_audit(audit_id, context=context, run_engine=audit_network)
 
-    audit, layers = _row(context, audit_id)
+    audit, layers = audit_and_layers(context, audit_id)
     assert (audit.status, audit.error_code, layers) == ("failed", "worker_lost", [])
 
 
@@ -159,5 +143,5 @@ def test_a_result_the_database_refuses_fails_the_audit_instead_of_retrying_it(co
 
     execute_audit(audit_id, context=context, run_engine=engine_with_an_unstorable_layer)
 
-    audit, layers = _row(context, audit_id)
+    audit, layers = audit_and_layers(context, audit_id)
     assert (audit.status, audit.error_code, layers) == ("failed", "internal_error", [])

@@ -3,18 +3,17 @@ worker/sandbox/progress.py), and the report's setup says how long each phase too
 
 from __future__ import annotations
 
-import io
 import itertools
 import threading
 import time
 
 import pytest
-import torch
 
 from gradaudit.errors import AuditError
 from gradaudit.options import AuditOptions
 from models import audits as audit_rows
 from tests.support.networks import TwoLayers
+from tests.support.worker_audits import queued_torchscript
 from worker.context import build_context
 from worker.engine import progress
 from worker.engine.audit import audit_network
@@ -29,14 +28,7 @@ def context(make_settings, sqlite_url):
 
 
 def _queued_audit(context) -> str:
-    buffer = io.BytesIO()
-    torch.jit.save(torch.jit.script(TwoLayers()), buffer)
-    buffer.seek(0)
-    artifact = context.store.save(buffer, max_bytes=10**7)
-    with context.sessions() as db_session:
-        return audit_rows.create_audit(
-            db_session=db_session, artifact_sha256=artifact.sha256, artifact_format="torchscript",
-            artifact_size=artifact.size, options=AuditOptions(input_shapes={"x": [2, 4]}).model_dump()).id
+    return queued_torchscript(context, TwoLayers(), AuditOptions(input_shapes={"x": [2, 4]}))
 
 
 def _row(context, audit_id: str):

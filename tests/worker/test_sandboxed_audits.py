@@ -3,7 +3,6 @@ the first attempt, never leak what they tried to read, and the worker takes the 
 
 from __future__ import annotations
 
-import io
 import time
 import zipfile
 from pathlib import Path
@@ -14,10 +13,10 @@ from torch import nn
 
 from gradaudit.errors import AuditError
 from gradaudit.options import AuditOptions
-from models import audits as audit_rows
 from models.audits import Claim
 from tests.support.networks import TwoLayers
 from tests.support.stack import mlp, save_onnx
+from tests.support.worker_audits import audit_and_layers, queued_torchscript
 from worker.context import build_context
 from worker.engine.audit import audit_network
 from worker.runner import execute_audit, run_artifact
@@ -58,21 +57,7 @@ def secret(tmp_path: Path) -> Path:
 
 
 def _queued(context, network: nn.Module) -> str:
-    buffer = io.BytesIO()
-    torch.jit.save(torch.jit.script(network), buffer)
-    buffer.seek(0)
-    artifact = context.store.save(buffer, max_bytes=10**7)
-    with context.sessions() as db_session:
-        return audit_rows.create_audit(
-            db_session=db_session, artifact_sha256=artifact.sha256, artifact_format="torchscript",
-            artifact_size=artifact.size, options=AuditOptions(input_shapes={"x": [2, 4]}).model_dump()).id
-
-
-def _row(context, audit_id: str):
-    with context.sessions() as db_session:
-        audit = audit_rows.get_audit(db_session=db_session, audit_id=audit_id)
-        layers = [layer.as_dict() for layer in audit_rows.list_layers(db_session=db_session, audit_id=audit_id)]
-        return audit, layers
+    return queued_torchscript(context, network, AuditOptions(input_shapes={"x": [2, 4]}))
 
 
 def test_a_network_that_reads_a_file_gets_nothing_back(context, secret):
@@ -80,7 +65,7 @@ def test_a_network_that_reads_a_file_gets_nothing_back(context, secret):
 
     execute_audit(audit_id, context=context, run_engine=audit_network)
 
-    audit, layers = _row(context, audit_id)
+    audit, layers = audit_and_layers(context, audit_id)
     assert audit.status == "failed" and layers == []
     # Refused by the operator screen where it is in place, else by the sandbox when forward runs.
     assert audit.error_code in ("unsafe_operator", "forward_failed")
@@ -113,13 +98,13 @@ def test_a_time_bomb_fails_at_the_first_attempt_and_the_worker_takes_the_next_au
     execute_audit(bomb, context=context, run_engine=loop_forever)
     took = time.monotonic() - started
 
-    audit, _ = _row(context, bomb)
+    audit, _ = audit_and_layers(context, bomb)
     assert (audit.status, audit.error_code, audit.attempts) == ("failed", "time_limit_exceeded", 1)
     assert took < 10
     # Redelivered (as Celery would after a lost worker), it is not run again.
     assert execute_audit(bomb, context=context, run_engine=audit_network) is Claim.FINISHED
     execute_audit(healthy, context=context, run_engine=audit_network)
-    audit, _ = _row(context, healthy)
+    audit, _ = audit_and_layers(context, healthy)
     assert audit.status == "succeeded"
     assert (audit.setup["time_limit_s"], audit.setup["memory_limit_mb"]) == (3, 512)
     assert "child process" in audit.setup["sandbox"]
@@ -133,7 +118,7 @@ def test_a_memory_bomb_is_resource_limit_exceeded(context):
 
     execute_audit(audit_id, context=context, run_engine=allocate_past_the_limit)
 
-    audit, _ = _row(context, audit_id)
+    audit, _ = audit_and_layers(context, audit_id)
     assert (audit.status, audit.error_code, audit.attempts) == ("failed", "resource_limit_exceeded", 1)
     assert "512 MB" in audit.error_detail or "GRADAUDIT_AUDIT_MEMORY_MB" in audit.error_detail
 

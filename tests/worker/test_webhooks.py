@@ -19,7 +19,7 @@ from gradaudit.queue import DELIVER_WEBHOOK
 from models import api_keys
 from models import audits as audit_rows
 from models import webhooks as webhook_rows
-from tests.support.db import RESULT, Database, claim, fail, new_audit, succeed
+from tests.support.db import RESULT, claim, fail, new_audit, succeed
 from tests.support.receiver import Receiver, key_secret, verifies
 from worker import webhooks
 from worker.context import build_context
@@ -32,13 +32,6 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def context(make_settings, sqlite_url):
     return build_context(make_settings(database_url=sqlite_url, webhook_secret=SECRET, webhook_allow_private=True,
                                        webhook_backoff_s=0.5))
-
-
-@pytest.fixture
-def db(sqlite_url):
-    database = Database(sqlite_url)
-    yield database
-    database.engine.dispose()
 
 
 @pytest.fixture
