@@ -302,7 +302,8 @@ def _http() -> list[Case]:
         _refused("offset_negative", cat, _get("/v1/audits?offset=-1"), 400, "invalid_pagination"),
         _refused("offset_2_63", cat, _get(f"/v1/audits?offset={2**63}"), 400, "invalid_pagination"),
         _refused("put_audits", cat, _get("/v1/audits", "PUT"), 405, "method_not_allowed"),
-        _refused("delete_audit", cat, _get("/v1/audits/x", "DELETE"), 405, "method_not_allowed"),
+        _refused("delete_audit", cat, _get("/v1/audits/x", "DELETE"), 404, "audit_not_found"),  # DELETE: owner only
+        _refused("delete_audits", cat, _get("/v1/audits", "DELETE"), 405, "method_not_allowed"),
         _refused("unknown_path", cat, _get("/v1/../../etc/passwd"), 404, "not_found"),
         _refused("json_body", cat, lambda g: Request(data=b'{"model": "x"}',
                                                      headers={"Content-Type": "application/json"}), 400,
