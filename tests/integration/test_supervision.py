@@ -93,9 +93,13 @@ def test_a_killed_pool_process_loses_nothing(served, networks, tmp_path):
 
 
 def test_a_killed_audit_child_is_a_final_coded_failure_and_the_queue_moves_on(served, networks, tmp_path):
-    ids = _running_with_queue(served, networks)
+    # Slower than the others: the child must still be the slow audit's when it is found and killed (with the
+    # usual slow network a loaded machine could finish that audit first and hand the kill to a tiny one's child).
+    slower = save_torchscript(SlowRecurrence(steps=240), tmp_path / "slower.pt")
+    ids = _running_with_queue(served, (slower, networks[1]))
     pool = psutil.Process(_owner_pid(tmp_path / "data", ids[0]))
     child = served.wait_until(lambda: next(iter(pool.children()), None), "the audit's sandboxed child")
+    assert served.audit(ids[0])["status"] == "running"
 
     child.send_signal(signal.SIGKILL)
 
