@@ -95,7 +95,7 @@ def robust_norm(values: torch.Tensor) -> Scalar:
     On CPU, read at once (that costs nothing there) from a float32 dot product of the entries with themselves,
     redone in float64 where float32 overflowed; on an accelerator, where a read would stall the stream and
     float64 is cheap, a float64 reduction left on the device."""
-    if values.device.type != "cpu":
+    if not values.is_cpu:
         return torch.linalg.vector_norm(values, dtype=torch.float64)
     # BLAS dot is faster than torch's own norm here (docs/engine.md).
     square = torch.dot(values, values).item()

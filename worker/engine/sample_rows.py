@@ -9,6 +9,7 @@ docs/engine.md).
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 
@@ -28,17 +29,37 @@ def sample_view(values: torch.Tensor) -> torch.Tensor:
     than single entries would; k is a prime above 7, so the runs' starts walk through every position of
     power-of-two and 7x7 layouts instead of one column of them.
     """
-    numel = values.numel()
-    if numel <= SAMPLE_ENTRIES:
-        return values
-    step = _run_step(numel)
-    # Strides in units of the flat view's own stride: that can be anything (0 for an expanded gradient, 2 for
-    # x[..., ::2]), and as_strided keeps the view's storage offset.
-    unit = values.stride(0)
-    return values.as_strided((numel // step, SAMPLE_RUN), (step * unit, unit))
+    return _sampled(values, _sample_layout(values.numel()))
+
+
+class _Layout(NamedTuple):
+    """Where a sample of a tensor of some size lies: its shape, its strides in entries of the flat tensor, and
+    its strides once copied into a row."""
+
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    row_strides: tuple[int, ...]
+    size: int
 
 
 @functools.lru_cache(maxsize=1024)
+def _sample_layout(numel: int) -> _Layout:
+    """The layout of a sample of `numel` entries: looked up by size, cheaper than reading it off the tensors."""
+    if numel <= SAMPLE_ENTRIES:
+        return _Layout((numel,), (1,), (1,), numel)
+    step = _run_step(numel)
+    runs = numel // step
+    return _Layout((runs, SAMPLE_RUN), (step, 1), (SAMPLE_RUN, 1), runs * SAMPLE_RUN)
+
+
+def _sampled(values: torch.Tensor, layout: _Layout) -> torch.Tensor:
+    # Strides in units of the flat view's own stride: that can be anything (0 for an expanded gradient, 2 for
+    # x[..., ::2]), and as_strided keeps the view's storage offset.
+    unit = values.stride(0)
+    strides = layout.strides if unit == 1 else tuple(stride * unit for stride in layout.strides)
+    return values.as_strided(layout.shape, strides)
+
+
 def _run_step(numel: int) -> int:
     """Entries from one run's start to the next's."""
     return SAMPLE_RUN * _prime_at_least(max(11, -(-numel // SAMPLE_ENTRIES)))
@@ -56,6 +77,7 @@ class SampleRows:
 
     def __init__(self):
         self._chunk: torch.Tensor | None = None
+        self._kind: tuple[torch.device, torch.dtype] | None = None  # the chunk's device and dtype
         self._chunk_rows: tuple[torch.Tensor, ...] = ()  # made once: taking a row from these is cheaper than indexing
         self._filled = 0
         self._rows = 0
@@ -67,20 +89,18 @@ class SampleRows:
         """Copy the sample of a one-dimensional tensor into the next row: the row's number and the sample's size.
 
         A torch call here costs several times more inside a step on CPU than on its own (the step's kernels
-        leave the interpreter's caches cold): hence as few of them as will do.
+        leave the interpreter's caches cold): hence as few of them as will do, the sample's shape and strides
+        looked up by size instead of read off the tensors.
         """
         self._make_room(values)
-        view = sample_view(values)
+        layout = _sample_layout(values.numel())
         row = self._chunk_rows[self._filled]
-        if view.dim() == 1:
-            row[:view.numel()].copy_(view)
-        else:
-            row.as_strided(view.shape, (SAMPLE_RUN, 1)).copy_(view)
+        row.as_strided(layout.shape, layout.row_strides).copy_(_sampled(values, layout))
         self._filled += 1
         self._rows += 1
-        self._last_size = view.numel()
-        self._widest = max(self._widest, self._last_size)
-        return self._rows - 1, self._last_size
+        self._last_size = layout.size
+        self._widest = max(self._widest, layout.size)
+        return self._rows - 1, layout.size
 
     def last_sample(self) -> torch.Tensor:
         """The sample the last add copied, valid until the next add."""
@@ -92,12 +112,13 @@ class SampleRows:
         return list(self._totals)
 
     def _make_room(self, values: torch.Tensor) -> None:
-        chunk = self._chunk
-        if chunk is not None and (chunk.device, chunk.dtype) != (values.device, values.dtype):
+        kind = (values.device, values.dtype)
+        if self._chunk is not None and kind != self._kind:
             self._reduce()
-            chunk = None
-        if chunk is None:
+            self._chunk = None
+        if self._chunk is None:
             self._chunk = values.new_zeros(_CHUNK_ROWS, SAMPLE_ENTRIES)
+            self._kind = kind
             self._chunk_rows = self._chunk.unbind(0)
         elif self._filled == _CHUNK_ROWS:
             self._reduce()
@@ -106,12 +127,17 @@ class SampleRows:
         if not self._filled:
             return
         rows = self._chunk[:self._filled, :self._widest]
-        magnitudes = rows.abs()
-        sums, abs_sums = rows.sum(1), magnitudes.sum(1)
+        sums = rows.sum(1)
+        # In place from here on: the rows are cleared for reuse anyway, so a new 2 MiB buffer for |x| would be an
+        # allocation and a write for nothing.
+        magnitudes = rows.abs_()
+        abs_sums = magnitudes.sum(1)
         # A float is nonzero exactly when its bits without the sign are (NaN included): two integer passes,
         # faster than torch.count_nonzero on CPU. The zero padding adds nothing to any of the totals.
         bits = magnitudes.view(_SAME_WIDTH_INTEGER[rows.dtype])
         nonzero = bits.clamp_(max=1).sum(1, dtype=torch.int32)
-        self._totals.append(torch.stack((sums.double(), abs_sums.double(), nonzero.double()), dim=1))
+        # Counts up to SAMPLE_ENTRIES are exact in the rows' float dtype; one widening instead of three.
+        totals = torch.stack((sums, abs_sums, nonzero.to(rows.dtype)), dim=1)
+        self._totals.append(totals.double())
         rows.zero_()
         self._filled = self._widest = 0
