@@ -65,7 +65,10 @@ def test_the_report_page_in_chromium(chromium, served_with_keys, tmp_path):
     chromium.get(f"{url}/")
     chromium.find_element(By.ID, "api_key").send_keys(secret)
     chromium.find_element(By.CSS_SELECTOR, "#key-form button").click()
-    chromium.find_element(By.ID, "model").send_keys(str(network))
+    # The key form posts and redirects back to the index: wait for that page's upload field, not the old page's.
+    upload = WebDriverWait(chromium, 30, poll_frequency=0.2).until(
+        lambda driver: next(iter(driver.find_elements(By.ID, "model")), None))
+    upload.send_keys(str(network))
     chromium.find_element(By.CSS_SELECTOR, "#upload button").click()
     # The audit's page reloads itself until the report is there.
     WebDriverWait(chromium, AUDIT_TIMEOUT_S, poll_frequency=0.5).until(report_shown)
