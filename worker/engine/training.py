@@ -18,18 +18,18 @@ def train_briefly(module: torch.nn.Module, batches: ProbeBatches, options: Audit
         return {}, None
     parameters = [p for p in module.parameters() if p.requires_grad]
     before = [p.detach().clone() for p in parameters]
-    optimizer, first = _optimizer(options, parameters), []
+    optimizer, first = optimizer_for(options, parameters), []
     losses = [_step(module, optimizer, batches, step, options.loss, device, first)
               for step in range(options.train_steps)]
     module.zero_grad(set_to_none=True)
     return {"training": {
         "steps": options.train_steps, "optimizer": options.optimizer, "learning_rate": options.learning_rate,
         "batches": "the probe batches in turn, with the probe's loss", "first_loss": losses[0],
-        "last_loss": losses[-1], "update_to_weight": _update_to_weight(before, parameters),
+        "last_loss": losses[-1], "update_to_weight": update_to_weight(before, parameters),
     }}, first[0]
 
 
-def _optimizer(options: AuditOptions, parameters: list) -> torch.optim.Optimizer:
+def optimizer_for(options: AuditOptions, parameters: list) -> torch.optim.Optimizer:
     if options.optimizer == "adam":
         return torch.optim.Adam(parameters, lr=options.learning_rate)
     return torch.optim.SGD(parameters, lr=options.learning_rate)
@@ -54,7 +54,7 @@ def _step(module, optimizer, batches: ProbeBatches, step: int, loss: str, device
     return float(value) if torch.isfinite(value) else None
 
 
-def _update_to_weight(before: list[torch.Tensor], parameters: list) -> float | None:
+def update_to_weight(before: list[torch.Tensor], parameters: list) -> float | None:
     """Total ||w_after - w_before|| / ||w_before|| over all parameters (about 1e-3 per step is the usual aim)."""
     change = sum(float((p.detach() - b).square().sum()) for p, b in zip(parameters, before)) ** 0.5
     size = sum(float(b.square().sum()) for b in before) ** 0.5

@@ -17,6 +17,7 @@ from worker.engine.batches import ProbeBatches
 from worker.engine.formats import load_network, use_batch_statistics
 from worker.engine.normalization import batch_statistics
 from worker.engine.probe import make_loss, pick_output
+from worker.engine.training import optimizer_for, update_to_weight
 
 DEFAULT_STEPS = 20
 # Networks up to this many parameters get the training comparison by default: 20 steps of a network this size
@@ -90,8 +91,7 @@ def _train(path: Path, batches: ProbeBatches, options: AuditOptions, steps: int,
     for parameter in parameters:
         parameter.requires_grad_(True)
     torch.manual_seed(options.seed)
-    optimizer = (torch.optim.Adam(parameters, lr=options.learning_rate) if options.optimizer == "adam"
-                 else torch.optim.SGD(parameters, lr=options.learning_rate))
+    optimizer = optimizer_for(options, parameters)
     losses, ratios = [], []
     for step in range(steps):
         index = step % len(batches.inputs)
@@ -110,16 +110,10 @@ def _train(path: Path, batches: ProbeBatches, options: AuditOptions, steps: int,
         optimizer.step()
         value = float(loss.detach())
         losses.append(round(value, 6) if math.isfinite(value) else None)
-        ratios.append(_update_to_weight(before, parameters))
+        ratio = update_to_weight(before, parameters)
+        ratios.append(ratio if ratio is not None and math.isfinite(ratio) else None)
     finite = [r for r in ratios if r is not None]
     return {"losses": losses, "max_update_to_weight": round(max(finite), 6) if finite else None}
-
-
-def _update_to_weight(before: list[torch.Tensor], parameters: list[torch.Tensor]) -> float | None:
-    change = sum(float((p.detach() - b).square().sum()) for p, b in zip(parameters, before)) ** 0.5
-    size = sum(float(b.square().sum()) for b in before) ** 0.5
-    ratio = change / size if size > 0 else None
-    return ratio if ratio is not None and math.isfinite(ratio) else None
 
 
 def _diverged(losses: list[float | None]) -> bool:
