@@ -19,7 +19,7 @@ def train_briefly(module: torch.nn.Module, batches: ProbeBatches, options: Audit
     parameters = [p for p in module.parameters() if p.requires_grad]
     before = [p.detach().clone() for p in parameters]
     optimizer, first = optimizer_for(options, parameters), []
-    losses = [_step(module, optimizer, batches, step, options.loss, device, first)
+    losses = [training_step(module, optimizer, batches, step, options.loss, device, first)
               for step in range(options.train_steps)]
     module.zero_grad(set_to_none=True)
     return {"training": {
@@ -35,20 +35,24 @@ def optimizer_for(options: AuditOptions, parameters: list) -> torch.optim.Optimi
     return torch.optim.SGD(parameters, lr=options.learning_rate)
 
 
-def _step(module, optimizer, batches: ProbeBatches, step: int, loss: str, device: str,
-          first: list) -> float | None:
+def training_step(module, optimizer, batches: ProbeBatches, step: int, loss: str, device: str,
+                  first: list | None = None, max_norm: float | None = None) -> float | None:
+    """One update on the probe batch `step` picks, clipped to max_norm when given; its loss (None if not finite).
+    Given an empty `first`, records the output in it (the uploaded weights', for the parity check)."""
     index = step % len(batches.inputs)
     optimizer.zero_grad(set_to_none=True)
     try:
         position, output = pick_output(module(*[t.to(device) for t in batches.inputs[index].values()]))
         name, value = make_loss(output, loss, torch.Generator().manual_seed(batches.seeds[index]))
-        if not first:
+        if first is not None and not first:
             first.append(FirstOutput(output.detach(), position, name))
         value.backward()
     except AuditError:
         raise
     except Exception as exc:
         raise AuditError("backward_failed", f"training step {step}: {one_line(exc)}") from None
+    if max_norm is not None:
+        torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], max_norm)
     optimizer.step()
     value = value.detach()
     return float(value) if torch.isfinite(value) else None

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import torch
 
-from gradaudit.errors import AuditError, one_line
+from gradaudit.errors import AuditError
 from gradaudit.options import AuditOptions
 from worker.engine.batches import ProbeBatches
 from worker.engine.formats import load_network, use_batch_statistics
 from worker.engine.normalization import batch_statistics
-from worker.engine.probe import make_loss, pick_output
-from worker.engine.training import optimizer_for, update_to_weight
+from worker.engine.training import optimizer_for, training_step, update_to_weight
 
 DEFAULT_STEPS = 20
 # Networks up to this many parameters get the training comparison by default: 20 steps of a network this size
@@ -94,22 +93,9 @@ def _train(path: Path, batches: ProbeBatches, options: AuditOptions, steps: int,
     optimizer = optimizer_for(options, parameters)
     losses, ratios = [], []
     for step in range(steps):
-        index = step % len(batches.inputs)
         before = [p.detach().clone() for p in parameters]
-        optimizer.zero_grad(set_to_none=True)
-        try:
-            _, output = pick_output(module(*[t.to(device) for t in batches.inputs[index].values()]))
-            _, loss = make_loss(output, options.loss, torch.Generator().manual_seed(batches.seeds[index]))
-            loss.backward()
-        except AuditError:
-            raise
-        except Exception as exc:
-            raise AuditError("backward_failed", f"training step {step}: {one_line(exc)}") from None
-        if max_norm is not None:
-            torch.nn.utils.clip_grad_norm_(parameters, max_norm)
-        optimizer.step()
-        value = float(loss.detach())
-        losses.append(round(value, 6) if math.isfinite(value) else None)
+        value = training_step(module, optimizer, batches, step, options.loss, device, max_norm=max_norm)
+        losses.append(round(value, 6) if value is not None else None)
         ratio = update_to_weight(before, parameters)
         ratios.append(ratio if ratio is not None and math.isfinite(ratio) else None)
     finite = [r for r in ratios if r is not None]
