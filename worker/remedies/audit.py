@@ -7,6 +7,8 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+import onnx
+
 from gradaudit.errors import AuditError
 from gradaudit.options import AuditOptions
 from worker.engine import progress
@@ -92,8 +94,6 @@ def _training(base: BaseNetwork, probed: Probed, options: AuditOptions, device: 
         return None
     fixes_dir.mkdir(parents=True, exist_ok=True)
     original = fixes_dir / "original.onnx"
-    import onnx
-
     onnx.save(base.proto, original)
     return TrainingComparison(original, probed.batches, options, steps, device)
 
