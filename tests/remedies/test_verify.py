@@ -152,11 +152,54 @@ def test_a_pt2_upload_says_why_its_fixes_are_not_verified(in_tmp):
 
 
 def test_every_patched_network_matches_onnxruntime_as_uploads_must(in_tmp):
+    """Copies are verified in memory; each written file passes the full onnx.checker, matches onnxruntime, and
+    audits as its verification said."""
+    import onnx
+
     from worker.engine.audit import audit_network
+    from worker.remedies.verify import _codes
 
     result = audit_with_remedies(_sigmoid_onnx(in_tmp), options=AuditOptions(verify_steps=0), device="cpu")
     assert len(result.fixes) >= 3
+    said = {f"{f['code']}/{r['code']}": r["verification"]["findings_after"]
+            for f in result.findings for r in f["recommendations"]}
+    said["combined"] = result.combined["verification"]["findings_after"]
     for key, relative in result.fixes.items():
+        onnx.checker.check_model(onnx.load(in_tmp / relative), full_check=True)
         audited = audit_network(in_tmp / relative, options=AuditOptions(), device="cpu")  # parity on
         setup = audited.setup
         assert setup["onnxruntime_max_abs_diff"] <= setup["onnxruntime_tolerance"], key
+        assert _codes(audited.findings) == said[key], key
+
+
+def test_the_combined_patch_of_one_edit_is_that_edits_verified_copy(in_tmp):
+    result = audit_with_remedies(_sigmoid_onnx(in_tmp), options=AuditOptions(verify_steps=0), device="cpu")
+    assert [f["code"] for f in result.findings if f["severity"] != "info"] == ["vanishing_gradient"]
+    best = result.findings[0]["recommendations"][0]
+    assert result.combined["recommendations"] == [{"finding": "vanishing_gradient", "code": best["code"]}]
+    assert result.combined["patch"] == best["patch"]
+    assert result.fixes["combined"] == result.fixes[f"vanishing_gradient/{best['code']}"]
+    assert result.combined["verification"]["findings_after"] == best["verification"]["findings_after"]
+
+
+def test_combined_edits_are_made_in_turn_and_one_that_no_longer_applies_is_skipped_with_its_reason(tmp_path):
+    import onnx
+
+    from worker.remedies.base import BaseNetwork
+    from worker.remedies.verify import _applied_together
+
+    path = export_onnx(deep_sigmoid(3, WIDTH), torch.randn(4, WIDTH), tmp_path / "net.onnx", dynamic={0: "n"})
+    base = BaseNetwork(onnx.load(path), "test", batches=None)
+    gemms = [node.name for node in base.proto.graph.node if node.op_type == "Gemm"]
+    relu = {"code": "use_relu", "text": "", "layers": gemms[:2]}
+    again = {"code": "use_relu", "text": "", "layers": gemms[:1]}  # its sigmoid is a ReLU by then
+    reinit = {"code": "reinit_xavier", "text": "", "layers": gemms[2:3]}
+    skipped = []
+    graph, applied, patch = _applied_together(
+        base, [({"code": "a"}, relu), ({"code": "b"}, again), ({"code": "c"}, reinit)], AuditOptions(), skipped)
+    assert [r for _, r in applied] == [relu, reinit]
+    assert skipped == [{"finding": "b", "code": "use_relu", "reason": skipped[0]["reason"]}]
+    assert "no sigmoid or tanh follows" in skipped[0]["reason"]
+    assert [n.op_type for n in graph.proto.graph.node].count("Relu") == 2
+    assert "ReLU" in patch and "xavier_normal_" in patch
+    assert [n.op_type for n in base.proto.graph.node].count("Relu") == 0  # the base is left as it was

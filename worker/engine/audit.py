@@ -19,7 +19,7 @@ from worker.engine import progress
 from worker.engine.batches import ProbeBatches, probe_batches
 from worker.engine.device import resolve_device
 from worker.engine.facts import network_facts
-from worker.engine.formats import OpenedNetwork, load_network, open_network, taps_for, use_batch_statistics
+from worker.engine.formats import OpenedNetwork, open_network, taps_for, use_batch_statistics
 from worker.engine.network import LoadedNetwork
 from worker.engine.normalization import batch_statistics
 from worker.engine.normalization import setup_entries as normalization_setup
@@ -72,19 +72,19 @@ def audit_network(
 
 
 def probe_network(path: Path, *, options: AuditOptions, device: str = "auto", inputs_path: Path | None = None,
-                  network_format: str | None = None, external_data_dir: Path | None = None,
-                  check_parity: bool = True) -> Probed:
-    """audit_network's work, keeping the facts and batches for whoever re-probes a patched copy. check_parity
-    False skips the reference runtime (a patched copy: the upload's parity was checked once, by its audit)."""
+                  network_format: str | None = None, external_data_dir: Path | None = None) -> Probed:
+    """audit_network's work, keeping the facts and batches for whoever re-probes a patched copy."""
     device = resolve_device(device)
     inputs_path = Path(inputs_path) if inputs_path else None
     progress.report("loading")
     make_batches = partial(probe_batches, options=options, inputs_path=inputs_path)
-    if check_parity:
-        opened = open_network(path, network_format, external_data_dir, make_batches)
-    else:
-        loaded = load_network(path, network_format, external_data_dir)
-        opened = OpenedNetwork(loaded, make_batches(loaded.inputs))
+    opened = open_network(path, network_format, external_data_dir, make_batches)
+    return probe_opened(opened, options=options, device=device)
+
+
+def probe_opened(opened: OpenedNetwork, *, options: AuditOptions, device: str) -> Probed:
+    """Probe and diagnose a network already loaded with its batches. Without a parity check in `opened` (a
+    patched copy, converted in memory: the upload's parity was checked once, by its audit) none is made."""
     network, batches = opened.network, opened.batches
     module = _trainable_on(network.module, device)
     batch_size = _batch_size(batches)

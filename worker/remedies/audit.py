@@ -12,8 +12,10 @@ import onnx
 from gradaudit.errors import AuditError
 from gradaudit.options import AuditOptions
 from worker.engine import progress
-from worker.engine.audit import EngineResult, Probed, probe_network
+from worker.engine.audit import EngineResult, Probed, probe_network, probe_opened
 from worker.engine.device import resolve_device
+from worker.engine.formats import OpenedNetwork
+from worker.engine.onnx import load_proto
 from worker.remedies.base import BaseNetwork, exported_base, onnx_base
 from worker.remedies.graph import NotApplicable
 from worker.remedies.training import TrainingComparison, default_steps
@@ -50,12 +52,13 @@ def audit_with_remedies(path: Path, *, options: AuditOptions, device: str = "aut
         _not_applicable_everywhere(result, f"the network could not be re-expressed as ONNX to edit: {reason}")
         return _with_setup(result, {"verified": False, "reason": reason})
 
-    def probe_copy(patched: Path) -> Probed:
+    def probe_copy(patched: onnx.ModelProto) -> Probed:
+        """The audit's probe on a patched copy held in memory: the audit's batches, no file read back, no parity
+        (the upload's conversion was checked by its audit; the edits' own fidelity by tests, which run each
+        patched file against onnxruntime: tests/remedies/test_verify.py)."""
         with progress.muted():  # the copy's phases are not the audit's: it is verifying
-            # No parity per copy: the upload's conversion was checked by its audit, and the edits' own fidelity
-            # by tests (tests/remedies/test_verify.py runs each patched file against onnxruntime).
-            return probe_network(patched, options=options, device=device, inputs_path=inputs_path,
-                                 network_format="onnx", check_parity=False)
+            copy = OpenedNetwork(load_proto(patched), probed.batches)
+            return probe_opened(copy, options=options, device=device)
 
     try:
         training = _training(base, probed, options, device, fixes_dir)

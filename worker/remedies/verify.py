@@ -9,6 +9,8 @@ metric moved at least halfway to the threshold), `worse` (it moved away by more 
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from worker.diagnosis.common import SEVERITY_RANK, Context
 from worker.diagnosis.diagnose import context_of
 from worker.engine import progress
 from worker.engine.audit import EngineResult, Probed
+from worker.engine.onnx.read import skeleton
 from worker.remedies.base import BaseNetwork
 from worker.remedies.edits import EditInputs, apply_edit
 from worker.remedies.graph import Graph, NotApplicable
@@ -35,7 +38,8 @@ MAX_PATCHED_BYTES = 1_800_000_000
 TRAINING_CODES = ("clip_gradients",)
 
 
-ProbeCopy = Callable[[Path], Probed]  # probe_network on a patched file, with the audit's options, device, inputs
+# The audit's probe on a patched copy held in memory (it takes the proto: conversion rewrites it).
+ProbeCopy = Callable[[onnx.ModelProto], Probed]
 
 
 @dataclass
@@ -55,6 +59,17 @@ class Verification:
         return {**entry, "reason": self.reason} if self.reason else entry
 
 
+@dataclass(frozen=True)
+class PatchedCopy:
+    """A patched copy that was written and probed: its file, the copy's probe, the patch in words, and the
+    training comparison's curves (None without one)."""
+
+    path: Path
+    probed: Probed
+    patch: str
+    training: dict | None
+
+
 @dataclass
 class Remedies:
     """What verification adds to a report: recommendations rewritten in place, the combined patch, the patched
@@ -63,6 +78,9 @@ class Remedies:
     combined: dict | None = None
     files: dict[str, str] = field(default_factory=dict)
     setup: dict = field(default_factory=dict)
+    # Each verified recommendation's copy (key "finding/code"). The same edit recommended for two findings, and
+    # the combined patch of a single edit, are the same network: probed once, judged by each finding's metric.
+    copies: dict[str, PatchedCopy] = field(default_factory=dict)
 
 
 def verify_remedies(probed: Probed, base: BaseNetwork, probe: ProbeCopy, *, options: AuditOptions, out_dir: Path,
@@ -70,7 +88,7 @@ def verify_remedies(probed: Probed, base: BaseNetwork, probe: ProbeCopy, *, opti
     """Verify the recommendations of the audit's findings (at most `most` of them, report order), rewrite each with
     its patch and verification, order them by measured effect, then verify the combined patch."""
     result, context = probed.result, context_of(probed.facts)
-    remedies, verified = Remedies(), 0
+    remedies, verified, by_edit = Remedies(), 0, {}
     planned = min(most, sum(len(finding["recommendations"]) for finding in result.findings)) + 1  # + combined
     out_dir.mkdir(parents=True, exist_ok=True)
     for finding in result.findings:
@@ -85,10 +103,10 @@ def verify_remedies(probed: Probed, base: BaseNetwork, probe: ProbeCopy, *, opti
                 continue
             verified += 1
             key = f"{finding['code']}/{recommendation['code']}"
-            path = _verify_one(finding, recommendation, result, context, base, probe, options, training,
-                               out_dir / f"{finding['code']}--{recommendation['code']}.onnx")
-            if path is not None:
-                remedies.files[key] = str(path)
+            copy = _verify_one(finding, recommendation, result, context, base, probe, options, training,
+                               out_dir / f"{finding['code']}--{recommendation['code']}.onnx", by_edit)
+            if copy is not None:
+                remedies.copies[key], remedies.files[key] = copy, str(copy.path)
             progress.report("verifying", verified / planned)
         finding["recommendations"].sort(key=_effect)
     remedies.combined = _combined(result, context, base, probe, options, training, out_dir / "combined.onnx",
@@ -99,8 +117,10 @@ def verify_remedies(probed: Probed, base: BaseNetwork, probe: ProbeCopy, *, opti
 
 
 def _verify_one(finding: dict, recommendation: dict, result: EngineResult, context: Context, base: BaseNetwork,
-                probe: ProbeCopy,
-                options: AuditOptions, training: TrainingComparison | None, out: Path) -> Path | None:
+                probe: ProbeCopy, options: AuditOptions, training: TrainingComparison | None, out: Path,
+                by_edit: dict[str, PatchedCopy]) -> PatchedCopy | None:
+    """Verify one recommendation on a patched copy (written to out, unless by_edit holds the same edit's copy);
+    the copy, or None where there is none."""
     started = time.monotonic()
     metric = metric_for(finding)
     before = measure(metric, finding["code"], context)
@@ -108,41 +128,80 @@ def _verify_one(finding: dict, recommendation: dict, result: EngineResult, conte
         verification = _verify_by_training(recommendation, finding, training, metric.name, before, started)
         _record(recommendation, None, verification)
         return None
+    edit = _edit_identity(recommendation)
     try:
-        graph, patch = _patched(base, [recommendation], options)
-        _save(graph.proto, out)
-        patched = probe(out)
+        copy = by_edit.get(edit) or _patched_copy(base, [recommendation], probe, options, training, out)
     except (NotApplicable, AuditError) as refused:
         _record(recommendation, None, Verification("not_applicable", metric.name, before, None, [],
                                                    time.monotonic() - started, reason=_reason(refused)))
-        out.unlink(missing_ok=True)
         return None
+    by_edit[edit] = copy
+    patched = copy.probed
     after = measure(metric, finding["code"], context_of(patched.facts))
     status = _status(finding, result.findings, patched.result.findings, metric, before, after)
-    curves = training.compare(out) if training else None
-    _record(recommendation, patch, Verification(status, metric.name, before, after, _codes(patched.result.findings),
-                                                time.monotonic() - started, training=curves))
-    return out
+    _record(recommendation, copy.patch, Verification(status, metric.name, before, after,
+                                                     _codes(patched.result.findings), time.monotonic() - started,
+                                                     training=copy.training))
+    return copy
+
+
+def _patched_copy(base: BaseNetwork, recommendations: list[dict], probe: ProbeCopy, options: AuditOptions,
+                  training: TrainingComparison | None, out: Path) -> PatchedCopy:
+    graph, patch = _patched(base, recommendations, options)
+    return _written_and_probed(graph, patch, probe, training, out)
+
+
+def _written_and_probed(graph: Graph, patch: str, probe: ProbeCopy, training: TrainingComparison | None,
+                        out: Path) -> PatchedCopy:
+    """The patched graph written to out and probed (NotApplicable or AuditError where it cannot be: out is
+    removed)."""
+    try:
+        _save(graph.proto, out)
+        patched = probe(graph.proto)
+    except (NotApplicable, AuditError):
+        out.unlink(missing_ok=True)
+        raise
+    return PatchedCopy(out, patched, patch, training.compare(out) if training else None)
+
+
+def _edit_identity(recommendation: dict) -> str:
+    """What decides the patched network: the code, the layers and the edit's parameters (not the text)."""
+    return json.dumps([recommendation["code"], recommendation.get("layers", []), recommendation.get("edit", {})],
+                      sort_keys=True, default=str)
 
 
 def _patched(base: BaseNetwork, recommendations: list[dict], options: AuditOptions) -> tuple[Graph, str]:
     """A copy of the base graph with the recommendations' edits, and the patch in words."""
-    proto = onnx.ModelProto()
-    proto.CopyFrom(base.proto)
-    graph = Graph(proto)
+    graph = _copy(base.proto)
     inputs = EditInputs(seed=options.seed, calibrate=base.calibrate)
     patches = [apply_edit(graph, base.in_graph_names(recommendation), inputs) for recommendation in recommendations]
     return graph, base.in_report_words("; ".join(patches))
 
 
+def _copy(proto: onnx.ModelProto) -> Graph:
+    copied = onnx.ModelProto()
+    copied.CopyFrom(proto)
+    return Graph(copied)
+
+
 def _save(proto: onnx.ModelProto, path: Path) -> None:
-    if proto.ByteSize() > MAX_PATCHED_BYTES:
+    """Check the patched graph and write it as one .onnx file, serialized once."""
+    if _weight_bytes(proto) > MAX_PATCHED_BYTES:
         raise NotApplicable("the patched network is too large to write as one .onnx file")
-    try:
-        onnx.checker.check_model(proto)
+    try:  # the graph without its weights: the checker reads the graph, and handed the weights it copies them twice
+        onnx.checker.check_model(skeleton(proto))
     except Exception as exc:  # an edit that breaks the graph is our bug, but the user gets a reason, not a crash
         raise NotApplicable(f"the patched graph does not pass onnx.checker: {one_line(exc, 200)}") from None
-    onnx.save(proto, path)
+    path.write_bytes(proto.SerializeToString())
+
+
+def _weight_bytes(proto: onnx.ModelProto) -> int:
+    """The initializers' size from their shapes and types, without touching their bytes."""
+    total = 0
+    for tensor in proto.graph.initializer:
+        elements = math.prod(tensor.dims)
+        total += elements * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    return total
 
 
 def _status(finding: dict, before_findings: list[dict], after_findings: list[dict], metric, before: float | None,
@@ -209,33 +268,51 @@ def _combined(result: EngineResult, context: Context, base: BaseNetwork, probe: 
             chosen.append((finding, best))
     if not chosen:
         return None
-    started, applied = time.monotonic(), []
-    for finding, recommendation in chosen:
-        try:  # each edit alone was made; together, a later one may find its layer changed by an earlier one
-            _patched(base, [*(r for _, r in applied), recommendation], options)
-            applied.append((finding, recommendation))
-        except NotApplicable as refused:
-            skipped.append({"finding": finding["code"], "code": recommendation["code"], "reason": str(refused)})
-    entry: dict[str, Any] = {"recommendations": [{"finding": f["code"], "code": r["code"]} for f, r in applied],
-                             "skipped": skipped}
-    try:
-        graph, patch = _patched(base, [r for _, r in applied], options)
-        _save(graph.proto, out)
-        patched = probe(out).result
-    except (NotApplicable, AuditError) as refused:
-        out.unlink(missing_ok=True)
-        return {**entry, "patch": None, "verification": {"status": "not_applicable", "reason": _reason(refused),
-                                                         "seconds": round(time.monotonic() - started, 3)}}
-    remedies.files["combined"] = str(out)
+    started = time.monotonic()
+    single = f"{chosen[0][0]['code']}/{chosen[0][1]['code']}" if len(chosen) == 1 else None
+    if single in remedies.copies:  # one edit: the combined patch is that recommendation's copy, already probed
+        applied, copy = chosen, remedies.copies[single]
+    else:
+        graph, applied, patch = _applied_together(base, chosen, options, skipped)
+        try:
+            copy = _written_and_probed(graph, patch, probe, training, out)
+        except (NotApplicable, AuditError) as refused:
+            return {**_listed(applied, skipped), "patch": None,
+                    "verification": {"status": "not_applicable", "reason": _reason(refused),
+                                     "seconds": round(time.monotonic() - started, 3)}}
+    remedies.files["combined"] = str(copy.path)
+    patched = copy.probed.result
     serious = [f["code"] for f in patched.findings if SEVERITY_RANK[f["severity"]] >= 1]
     before = [f["code"] for f in result.findings if SEVERITY_RANK[f["severity"]] >= 1]
     status = ("resolved" if not serious else "improved" if len(serious) < len(before) else
               "worse" if SEVERITY_RANK.get(patched.verdict, 0) > SEVERITY_RANK.get(result.verdict, 0) else "no_effect")
-    return {**entry, "patch": patch, "verification": {
+    return {**_listed(applied, skipped), "patch": copy.patch, "verification": {
         "status": status, "verdict_before": result.verdict, "verdict_after": patched.verdict,
         "findings_before": _codes(result.findings), "findings_after": _codes(patched.findings),
-        "training": training.compare(out) if training else None,
-        "seconds": round(time.monotonic() - started, 3)}}
+        "training": copy.training, "seconds": round(time.monotonic() - started, 3)}}
+
+
+def _listed(applied: list[tuple[dict, dict]], skipped: list[dict]) -> dict[str, Any]:
+    return {"recommendations": [{"finding": f["code"], "code": r["code"]} for f, r in applied], "skipped": skipped}
+
+
+def _applied_together(base: BaseNetwork, chosen: list[tuple[dict, dict]], options: AuditOptions,
+                      skipped: list[dict]) -> tuple[Graph, list[tuple[dict, dict]], str]:
+    """The chosen edits made one after another on one copy, each on a trial copy of the last good graph: each
+    edit alone was made, but together a later one may find its layer changed by an earlier one (skipped, with
+    the reason)."""
+    graph, applied, patches = _copy(base.proto), [], []
+    inputs = EditInputs(seed=options.seed, calibrate=base.calibrate)
+    for finding, recommendation in chosen:
+        trial = _copy(graph.proto)
+        try:
+            patches.append(apply_edit(trial, base.in_graph_names(recommendation), inputs))
+        except NotApplicable as refused:
+            skipped.append({"finding": finding["code"], "code": recommendation["code"], "reason": str(refused)})
+            continue
+        graph = trial
+        applied.append((finding, recommendation))
+    return graph, applied, base.in_report_words("; ".join(patches))
 
 
 def _codes(findings: list[dict]) -> list[str]:

@@ -38,7 +38,7 @@ class OnnxGraph:
     """A read and checked ONNX file, its weights not yet read: the graph, its inputs, what the report says of it."""
 
     proto: onnx.ModelProto | None  # None once converted
-    path: Path
+    path: Path | None  # None for a graph built in memory
     inputs: list[InputSpec]
     op_counts: dict[str, int]
     output_names: list[str]
@@ -52,10 +52,21 @@ def read_onnx(path: Path, external_data_dir: Path | None = None) -> OnnxGraph:
     _check(proto)  # before locating: the checker refuses the absolute paths external references get there
     _refuse_unknown_opset(proto)
     locate_external_data(proto, external_data_dir, own_file=path)
+    return _screened(proto, Path(path))
+
+
+def graph_in_memory(proto: onnx.ModelProto) -> OnnxGraph:
+    """A graph held in memory with all its weights (a patched copy of an upload), checked as a read file is."""
+    _check(proto)
+    _refuse_unknown_opset(proto)
+    return _screened(proto, None)
+
+
+def _screened(proto: onnx.ModelProto, path: Path | None) -> OnnxGraph:
     refuse_unsupported(proto.graph, computing_only=True)
     refuse_oversized(proto, memory_budget())  # before a weight is read or a node run
     inputs, op_counts = _input_specs(proto.graph), _op_counts(proto.graph)  # as uploaded
-    return OnnxGraph(proto, Path(path), inputs, op_counts, [o.name for o in proto.graph.output], _opset(proto),
+    return OnnxGraph(proto, path, inputs, op_counts, [o.name for o in proto.graph.output], _opset(proto),
                      restore_folded_batch_norms(proto.graph))
 
 
