@@ -203,3 +203,22 @@ def test_combined_edits_are_made_in_turn_and_one_that_no_longer_applies_is_skipp
     assert [n.op_type for n in graph.proto.graph.node].count("Relu") == 2
     assert "ReLU" in patch and "xavier_normal_" in patch
     assert [n.op_type for n in base.proto.graph.node].count("Relu") == 0  # the base is left as it was
+
+
+def test_only_info_findings_verify_nothing_and_each_of_their_fixes_says_why(in_tmp, monkeypatch):
+    probe = remedies_audit.probe_network
+
+    def as_info(*args, **kwargs):
+        probed = probe(*args, **kwargs)
+        for finding in probed.result.findings:
+            finding["severity"] = "info"
+        return probed
+
+    monkeypatch.setattr(remedies_audit, "probe_network", as_info)
+    result = audit_with_remedies(_sigmoid_onnx(in_tmp), options=AuditOptions(), device="cpu")
+    assert result.setup["remedies"] == {"verified": False, "reason": "only info findings have recommendations, and "
+                                                                     "those are not verified"}
+    recommendations = [r for f in result.findings for r in f["recommendations"]]
+    assert recommendations and all(r["verification"]["status"] == "not_applicable" and "info finding" in
+                                   r["verification"]["reason"] for r in recommendations)
+    assert result.fixes == {} and result.combined is None and not (in_tmp / "fixes").exists()

@@ -19,7 +19,7 @@ from worker.engine.onnx import load_proto
 from worker.remedies.base import BaseNetwork, exported_base, onnx_base
 from worker.remedies.graph import NotApplicable
 from worker.remedies.training import TrainingComparison, default_steps
-from worker.remedies.verify import verify_remedies
+from worker.remedies.verify import mark_info_unverified, verifiable, verify_remedies
 
 log = logging.getLogger(__name__)
 FIXES_DIR = Path("fixes")  # in the audit's work folder (the sandbox's scratch), collected by the parent
@@ -39,6 +39,10 @@ def audit_with_remedies(path: Path, *, options: AuditOptions, device: str = "aut
                                     options.verify_remedies else "GRADAUDIT_MAX_VERIFIED_REMEDIES is 0"})
     if not any(finding["recommendations"] for finding in result.findings):
         return _with_setup(result, {"verified": False, "reason": "no recommendation to verify"})
+    if not verifiable(result.findings):
+        mark_info_unverified(result.findings)
+        return _with_setup(result, {"verified": False, "reason": "only info findings have recommendations, and "
+                                                                 "those are not verified"})
     progress.report("verifying")
     try:
         base = _base(path, probed, network_format, external_data_dir, device)

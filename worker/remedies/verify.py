@@ -91,11 +91,10 @@ def verify_remedies(probed: Probed, base: BaseNetwork, probe: ProbeCopy, *, opti
     remedies, verified, by_edit = Remedies(), 0, {}
     planned = min(most, sum(len(finding["recommendations"]) for finding in result.findings)) + 1  # + combined
     out_dir.mkdir(parents=True, exist_ok=True)
+    mark_info_unverified(result.findings)
     for finding in result.findings:
         for recommendation in finding["recommendations"]:
             if finding["severity"] == "info":
-                recommendation["verification"] = _skipped(finding, "not verified: an info finding, which training "
-                                                                   "does not need fixed")
                 continue
             if verified >= most:
                 recommendation["verification"] = _skipped(finding, f"not verified: GRADAUDIT_MAX_VERIFIED_REMEDIES "
@@ -114,6 +113,19 @@ def verify_remedies(probed: Probed, base: BaseNetwork, probe: ProbeCopy, *, opti
     remedies.setup = {"verified_recommendations": verified, "max_verified_recommendations": most,
                       "route": base.route, "training": training.setup() if training else None}
     return remedies
+
+
+def verifiable(findings: list[dict]) -> bool:
+    """Whether any warning or critical finding has a recommendation: info findings' fixes are not verified."""
+    return any(finding["recommendations"] for finding in findings if finding["severity"] != "info")
+
+
+def mark_info_unverified(findings: list[dict]) -> None:
+    for finding in findings:
+        if finding["severity"] == "info":
+            for recommendation in finding["recommendations"]:
+                recommendation["verification"] = _skipped(finding, "not verified: an info finding, which training "
+                                                                   "does not need fixed")
 
 
 def _verify_one(finding: dict, recommendation: dict, result: EngineResult, context: Context, base: BaseNetwork,
