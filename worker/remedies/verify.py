@@ -142,7 +142,7 @@ def _verify_one(finding: dict, recommendation: dict, result: EngineResult, conte
         return None
     edit = _edit_identity(recommendation)
     try:
-        copy = by_edit.get(edit) or _patched_copy(base, [recommendation], probe, options, training, out)
+        copy = by_edit.get(edit) or _patched_copy(base, recommendation, probe, options, training, out)
     except (NotApplicable, AuditError) as refused:
         _record(recommendation, None, Verification("not_applicable", metric.name, before, None, [],
                                                    time.monotonic() - started, reason=_reason(refused)))
@@ -157,10 +157,13 @@ def _verify_one(finding: dict, recommendation: dict, result: EngineResult, conte
     return copy
 
 
-def _patched_copy(base: BaseNetwork, recommendations: list[dict], probe: ProbeCopy, options: AuditOptions,
+def _patched_copy(base: BaseNetwork, recommendation: dict, probe: ProbeCopy, options: AuditOptions,
                   training: TrainingComparison | None, out: Path) -> PatchedCopy:
-    graph, patch = _patched(base, recommendations, options)
-    return _written_and_probed(graph, patch, probe, training, out)
+    """A copy of the base graph with the recommendation's edit, written and probed."""
+    graph = _copy(base.proto)
+    patch = apply_edit(graph, base.in_graph_names(recommendation), EditInputs(seed=options.seed,
+                                                                               calibrate=base.calibrate))
+    return _written_and_probed(graph, base.in_report_words(patch), probe, training, out)
 
 
 def _written_and_probed(graph: Graph, patch: str, probe: ProbeCopy, training: TrainingComparison | None,
@@ -180,14 +183,6 @@ def _edit_identity(recommendation: dict) -> str:
     """What decides the patched network: the code, the layers and the edit's parameters (not the text)."""
     return json.dumps([recommendation["code"], recommendation.get("layers", []), recommendation.get("edit", {})],
                       sort_keys=True, default=str)
-
-
-def _patched(base: BaseNetwork, recommendations: list[dict], options: AuditOptions) -> tuple[Graph, str]:
-    """A copy of the base graph with the recommendations' edits, and the patch in words."""
-    graph = _copy(base.proto)
-    inputs = EditInputs(seed=options.seed, calibrate=base.calibrate)
-    patches = [apply_edit(graph, base.in_graph_names(recommendation), inputs) for recommendation in recommendations]
-    return graph, base.in_report_words("; ".join(patches))
 
 
 def _copy(proto: onnx.ModelProto) -> Graph:
