@@ -89,8 +89,8 @@ class OutputGradBatch(TypedDict):
 
 class OutputGradSummary(TypedDict):
     """The loss gradient with respect to a layer's output over the probe batches: norm is the root mean square
-    of the per-batch L2 norms, mean_abs their mean, max_abs the largest, counts are summed; a statistic is
-    null where it is not finite."""
+    of the per-batch L2 norms, mean_abs their mean, max_abs the largest (each batch's the largest |g| of its sample,
+    setup.output_statistics), counts are summed; a statistic is null where it is not finite."""
 
     norm: float | None
     mean_abs: float | None

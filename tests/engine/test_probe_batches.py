@@ -20,7 +20,7 @@ from worker.engine.output_stats import (
     grad_sums,
     moved_at_once,
 )
-from worker.engine.sample_rows import SampleRows, sample_view
+from worker.engine.sample_rows import SAMPLE_ENTRIES, SampleRows, sample_view
 
 
 def test_batches_and_seeds_are_recorded(mlp_onnx):
@@ -100,6 +100,14 @@ def test_large_tensors_are_estimated_from_a_sample_of_cache_line_runs():
     assert mean == pytest.approx(values.mean().item(), abs=0.02 * std)
 
 
+def test_max_abs_gradient_is_exact_up_to_a_sample_and_the_largest_sampled_entry_beyond():
+    small = torch.randn(SAMPLE_ENTRIES, generator=torch.Generator().manual_seed(0))
+    assert grad_row(small)[2] == pytest.approx(small.abs().max().item())
+    large = torch.randn(64, 256, 7, 7, generator=torch.Generator().manual_seed(0))
+    assert grad_row(large)[2] == pytest.approx(sampled(large).abs().max().item())
+    assert grad_row(large)[2] <= large.abs().max().item()
+
+
 def test_sigmoid_saturation_threshold_is_one_percent_of_the_peak_derivative():
     edge = 2 * math.atanh(math.sqrt(0.99))  # sigmoid'(x) = 0.01 * sigmoid'(0) here
     x = torch.tensor([edge - 0.01, edge + 0.01, -edge - 0.01, 0.0])
@@ -146,6 +154,6 @@ def test_a_nan_the_sample_misses_still_makes_the_mean_unknown():
 
 def test_an_accelerators_values_are_unpacked_from_one_transfer_in_order():
     tensors = [torch.tensor(1.5, dtype=torch.float64), torch.tensor(-2.0), torch.tensor(7)]
-    rows = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=torch.float64)
-    assert moved_at_once(tensors, rows) == ([1.5, -2.0, 7.0], [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    rows = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]], dtype=torch.float64)  # a row per TOTALS
+    assert moved_at_once(tensors, rows) == ([1.5, -2.0, 7.0], [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]])
     assert moved_at_once([], rows[:0]) == ([], [])

@@ -10,7 +10,8 @@ from worker.engine.sample_rows import SAMPLE_ENTRIES, SampleRows, sample_view
 
 def expected_totals(values: torch.Tensor) -> list[float]:
     sample = sample_view(values).flatten().double()
-    return [sample.sum().item(), sample.abs().sum().item(), float(torch.count_nonzero(sample))]
+    return [sample.sum().item(), sample.abs().sum().item(), float(torch.count_nonzero(sample)),
+            sample.abs().max().item()]
 
 
 def test_rows_past_a_chunk_and_shorter_than_the_rows_before_them_keep_their_own_totals():
@@ -32,7 +33,7 @@ def test_a_change_of_dtype_starts_a_new_chunk_and_keeps_the_order():
     for values in tensors:
         samples.add(values)
     totals = torch.cat(samples.totals()).tolist()
-    assert totals == [[20.0, 20.0, 10.0], [-3.0, 3.0, 3.0], [0.0, 0.0, 0.0]]
+    assert totals == [[20.0, 20.0, 10.0, 2.0], [-3.0, 3.0, 3.0, 1.0], [0.0, 0.0, 0.0, 0.0]]
 
 
 def test_the_last_sample_is_the_row_the_totals_are_taken_from():

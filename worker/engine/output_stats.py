@@ -1,7 +1,7 @@
 """Statistics of every tapped layer output and of the gradient with respect to it, kept on the device.
 
-Each tensor is reduced once, where it is produced, to the few values that need all of its entries (norm, min,
-max), and its sample is copied into a row of SampleRows, whose sums and counts are taken a chunk of rows at a
+Each tensor is reduced once, where it is produced, to the few values that need all of its entries (its norm),
+and its sample is copied into a row of SampleRows, whose sums and counts are taken a chunk of rows at a
 time. Everything stays on the device until `Recorder.fetch`, which moves all of it (and the batch losses) to
 the host in one transfer and does the arithmetic there. On CPU, where reading a scalar costs nothing, a few
 are read at once to skip work.
@@ -25,7 +25,7 @@ GRAD_COLUMNS = ("output_grad_norm", "output_grad_mean_abs", "output_grad_max_abs
                 "output_grad_nonfinite")
 # What needs every entry of a tensor; the rest comes from its sample's TOTALS.
 _ACTIVATION_EXACT = 2  # L2 norm, the sample's saturated (or NaN) entries
-_GRAD_EXACT = 4  # L2 norm, min, max, non-finite entries
+_GRAD_EXACT = 2  # L2 norm, non-finite entries
 
 # Half-precision sums lose the small values an audit looks for; float32 and float64 are reduced as they are.
 _REDUCED_AS_IS = (torch.float32, torch.float64)
@@ -61,7 +61,7 @@ def activation_statistics(exact: list[float], totals: list[float], numel: int,
                           sample_size: int) -> dict[str, float]:
     """ACTIVATION_COLUMNS from activation_sums' exact values and its row's TOTALS."""
     norm, saturated = exact
-    sample_sum, _, nonzero = totals
+    sample_sum, _, nonzero, _ = totals
     # A sample can miss the one NaN or Inf entry that the exact norm never misses.
     mean = sample_sum / sample_size if math.isfinite(norm) else math.nan
     variance = norm * norm / numel - mean * mean
@@ -83,10 +83,11 @@ def flat_entries(values: torch.Tensor) -> torch.Tensor:
     return values.reshape(-1)
 
 
-SAMPLING_RULE = (f"norms (so each output's RMS) and max |g| are exact; the activation mean (and so the std, "
-                 f"sqrt(RMS^2 - mean^2)), the zero and saturated fractions and mean |g| of tensors over "
-                 f"{SAMPLE_ENTRIES:,} entries are estimated from at most {SAMPLE_ENTRIES:,} of their entries: "
-                 f"every k-th run of {SAMPLE_RUN} consecutive ones, k prime, k >= 11")
+SAMPLING_RULE = (f"norms (so each output's RMS) and non-finite counts are exact; the activation mean (and so the "
+                 f"std, sqrt(RMS^2 - mean^2)), the zero and saturated fractions, mean |g| and max |g| of tensors "
+                 f"over {SAMPLE_ENTRIES:,} entries are estimated from at most {SAMPLE_ENTRIES:,} of their entries "
+                 f"(max |g| is then the largest sampled one, a lower bound): every k-th run of {SAMPLE_RUN} "
+                 f"consecutive ones, k prime, k >= 11")
 
 
 def robust_norm(values: torch.Tensor) -> Scalar:
@@ -105,21 +106,24 @@ def robust_norm(values: torch.Tensor) -> Scalar:
 
 
 def grad_sums(grad: torch.Tensor, samples: SampleRows) -> Reduced:
-    """The exact L2 norm, min, max and non-finite count; the sample's sum of |g| and nonzero count come from
-    its row."""
+    """The exact L2 norm and non-finite count; the sample's sum of |g|, nonzero count and largest |g| come from
+    its row.
+
+    The largest |g| of the sample, not of the tensor: an exact one was another full pass per gradient, 71 of a
+    gradient's 163 µs on ResNet-50 at batch 8 on CPU (bench/tap_reduction.py), for a figure no detector reads; a
+    spike large enough to matter shows in the exact norm, and a non-finite entry in the exact count."""
     values = flat_entries(grad)  # backward without create_graph hands gradients over outside autograd
     norm = robust_norm(values)
-    low, high = torch.aminmax(values)
-    row, size = samples.add(values)  # after the full passes, which leave a tensor that fits the cache in it
-    return Reduced((norm, low, high, _nonfinite_count(values, norm)), values.numel(), size, row)
+    row, size = samples.add(values)  # after the full pass, which leaves a tensor that fits the cache in it
+    return Reduced((norm, _nonfinite_count(values, norm)), values.numel(), size, row)
 
 
 def grad_statistics(exact: list[float], totals: list[float], numel: int, sample_size: int) -> dict[str, float]:
     """GRAD_COLUMNS from grad_sums' exact values and its row's TOTALS."""
-    norm, low, high, nonfinite = exact
-    _, abs_sum, nonzero = totals
+    norm, nonfinite = exact
+    _, abs_sum, nonzero, abs_max = totals
     zero_count = round((1 - nonzero / sample_size) * numel)
-    return dict(zip(GRAD_COLUMNS, (norm, abs_sum / sample_size, max(-low, high), zero_count, nonfinite)))
+    return dict(zip(GRAD_COLUMNS, (norm, abs_sum / sample_size, abs_max, zero_count, nonfinite)))
 
 
 def _nonfinite_count(values: torch.Tensor, norm: Scalar) -> Scalar:

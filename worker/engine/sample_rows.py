@@ -16,7 +16,7 @@ import torch
 SAMPLE_ENTRIES = 1 << 14  # under torch's parallel grain (32,768): sample reductions run on one thread
 SAMPLE_RUN = 16  # 16 float32 fill one cache line
 _CHUNK_ROWS = 32  # 2 MiB of float32 rows: fits the cache, and a chunk's reductions are cheap beside 32 tensors'
-TOTALS = ("sum", "abs_sum", "nonzero")
+TOTALS = ("sum", "abs_sum", "nonzero", "abs_max")
 _SAME_WIDTH_INTEGER = {torch.float32: torch.int32, torch.float64: torch.int64}
 
 
@@ -107,7 +107,7 @@ class SampleRows:
         return self._chunk_rows[self._filled - 1][:self._last_size]
 
     def totals(self) -> list[torch.Tensor]:
-        """Every row's TOTALS so far, in row order, as (rows, 3) tensors."""
+        """Every row's TOTALS so far, in row order, as (rows, len(TOTALS)) tensors."""
         self._reduce()
         return list(self._totals)
 
@@ -132,12 +132,13 @@ class SampleRows:
         # allocation and a write for nothing.
         magnitudes = rows.abs_()
         abs_sums = magnitudes.sum(1)
+        abs_maxes = magnitudes.amax(1)  # before the bits below are clamped in place
         # A float is nonzero exactly when its bits without the sign are (NaN included): two integer passes,
         # faster than torch.count_nonzero on CPU. The zero padding adds nothing to any of the totals.
         bits = magnitudes.view(_SAME_WIDTH_INTEGER[rows.dtype])
         nonzero = bits.clamp_(max=1).sum(1, dtype=torch.int32)
         # Counts up to SAMPLE_ENTRIES are exact in the rows' float dtype; one widening instead of three.
-        totals = torch.stack((sums, abs_sums, nonzero.to(rows.dtype)), dim=1)
+        totals = torch.stack((sums, abs_sums, nonzero.to(rows.dtype), abs_maxes), dim=1)
         self._totals.append(totals.double())
         rows.zero_()
         self._filled = self._widest = 0
