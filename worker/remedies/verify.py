@@ -26,6 +26,7 @@ from worker.diagnosis.diagnose import context_of
 from worker.engine import progress
 from worker.engine.audit import EngineResult, Probed
 from worker.engine.onnx.read import skeleton
+from worker.engine.onnx.wire import write_model
 from worker.remedies.base import BaseNetwork
 from worker.remedies.edits import EditInputs, apply_edit
 from worker.remedies.graph import Graph, NotApplicable
@@ -192,14 +193,14 @@ def _copy(proto: onnx.ModelProto) -> Graph:
 
 
 def _save(proto: onnx.ModelProto, path: Path) -> None:
-    """Check the patched graph and write it as one .onnx file, serialized once."""
+    """Check the patched graph and write it as one .onnx file."""
     if _weight_bytes(proto) > MAX_PATCHED_BYTES:
         raise NotApplicable("the patched network is too large to write as one .onnx file")
     try:  # the graph without its weights: the checker reads the graph, and handed the weights it copies them twice
         onnx.checker.check_model(skeleton(proto))
     except Exception as exc:  # an edit that breaks the graph is our bug, but the user gets a reason, not a crash
         raise NotApplicable(f"the patched graph does not pass onnx.checker: {one_line(exc, 200)}") from None
-    path.write_bytes(proto.SerializeToString())
+    write_model(proto, path)
 
 
 def _weight_bytes(proto: onnx.ModelProto) -> int:

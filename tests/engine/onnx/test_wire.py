@@ -1,4 +1,5 @@
-"""Reading an ONNX file's graph with its weights left in the file, then reading them straight into tensors."""
+"""Reading an ONNX file's graph with its weights left in the file, then reading them straight into tensors; and
+writing a network one initializer at a time."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tests.support.networks import export_onnx
 from worker.engine.onnx import load_network as load_onnx
 from worker.engine.onnx.external_data import external_tensors, load_into_proto, locate_external_data, read_array
 from worker.engine.onnx.prepare import prepare
-from worker.engine.onnx.wire import SMALLEST_LEFT_IN_FILE, read_without_weights
+from worker.engine.onnx.wire import SMALLEST_LEFT_IN_FILE, read_without_weights, write_model
 
 
 def _wide_cnn() -> nn.Sequential:
@@ -194,3 +195,15 @@ def test_a_weight_an_unfolded_export_transposes_goes_from_the_file_to_a_paramete
     x = torch.randn(2, 5, 48)
     with torch.no_grad():
         torch.testing.assert_close(network.module(x), _Projection()(x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_network_written_one_initializer_at_a_time_reads_back_as_the_same_message(tmp_path):
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 3)).eval()
+    proto = onnx.load(export_onnx(network, torch.randn(2, 64), tmp_path / "net.onnx"))
+    proto.metadata_props.add(key="after", value="the graph field")  # a model field numbered after graph's
+    proto.graph.initializer.append(numpy_helper.from_array(np.arange(6, dtype=np.int64), "unused_constant"))
+    write_model(proto, tmp_path / "written.onnx")
+    assert onnx.load(tmp_path / "written.onnx") == proto
+    onnx.checker.check_model(str(tmp_path / "written.onnx"), full_check=True)
+    assert load_onnx(tmp_path / "written.onnx").module(torch.ones(2, 64)).shape == (2, 3)
