@@ -1,4 +1,4 @@
-"""Read an ONNX file's graph while leaving its weights' bytes in the file; write one an initializer at a time.
+"""Read an ONNX file's graph while leaving its weights' bytes in the file; write one initializer at a time.
 
 Protobuf parses a file whole and frees a parsed message's memory only with the whole message, so a parsed
 network and the tensors converted from it would hold the weights twice. Instead the file is walked at
