@@ -10,7 +10,6 @@ metric moved at least halfway to the threshold), `worse` (it moved away by more 
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from worker.diagnosis.diagnose import context_of
 from worker.engine import progress
 from worker.engine.audit import EngineResult, Probed
 from worker.engine.onnx.read import skeleton
+from worker.engine.onnx.sizes import initializer_bytes
 from worker.engine.onnx.wire import write_model
 from worker.remedies.base import BaseNetwork
 from worker.remedies.edits import EditInputs, apply_edit
@@ -194,22 +194,13 @@ def _copy(proto: onnx.ModelProto) -> Graph:
 
 def _save(proto: onnx.ModelProto, path: Path) -> None:
     """Check the patched graph and write it as one .onnx file."""
-    if _weight_bytes(proto) > MAX_PATCHED_BYTES:
+    if initializer_bytes(proto.graph) > MAX_PATCHED_BYTES:
         raise NotApplicable("the patched network is too large to write as one .onnx file")
     try:  # the graph without its weights: the checker reads the graph, and handed the weights it copies them twice
         onnx.checker.check_model(skeleton(proto))
     except Exception as exc:  # an edit that breaks the graph is our bug, but the user gets a reason, not a crash
         raise NotApplicable(f"the patched graph does not pass onnx.checker: {one_line(exc, 200)}") from None
     write_model(proto, path)
-
-
-def _weight_bytes(proto: onnx.ModelProto) -> int:
-    """The initializers' size from their shapes and types, without touching their bytes."""
-    total = 0
-    for tensor in proto.graph.initializer:
-        elements = math.prod(tensor.dims)
-        total += elements * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-    return total
 
 
 def _status(finding: dict, before_findings: list[dict], after_findings: list[dict], metric, before: float | None,
@@ -309,10 +300,10 @@ def _applied_together(base: BaseNetwork, chosen: list[tuple[dict, dict]], option
     """The chosen edits made one after another on one copy, each on a trial copy of the last good graph: each
     edit alone was made, but together a later one may find its layer changed by an earlier one (skipped, with
     the reason)."""
-    graph, applied, patches = _copy(base.proto), [], []
+    graph, applied, patches = None, [], []
     inputs = EditInputs(seed=options.seed, calibrate=base.calibrate)
     for finding, recommendation in chosen:
-        trial = _copy(graph.proto)
+        trial = _copy((graph or base).proto)  # the base itself is never edited
         try:
             patches.append(apply_edit(trial, base.in_graph_names(recommendation), inputs))
         except NotApplicable as refused:
@@ -320,7 +311,7 @@ def _applied_together(base: BaseNetwork, chosen: list[tuple[dict, dict]], option
             continue
         graph = trial
         applied.append((finding, recommendation))
-    return graph, applied, base.in_report_words("; ".join(patches))
+    return graph or _copy(base.proto), applied, base.in_report_words("; ".join(patches))
 
 
 def _codes(findings: list[dict]) -> list[str]:

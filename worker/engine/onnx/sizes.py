@@ -27,11 +27,10 @@ _TARGET_INPUT = {"Expand": 1, "Tile": 1, "Resize": 3}
 
 def refuse_oversized(proto: onnx.ModelProto, budget: int) -> None:
     """AuditError("input_too_large") for an initializer, their total, or an inferred value past the budget."""
-    graph, total = proto.graph, 0
+    graph = proto.graph
     for tensor in graph.initializer:
         refuse_past_budget(f"initializer {tensor.name!r}", tensor.dims, _itemsize(tensor.data_type), budget)
-        total += declared_bytes(tensor.dims, _itemsize(tensor.data_type))
-    refuse_total_past_budget("the initializers together", total, budget)
+    refuse_total_past_budget("the initializers together", initializer_bytes(graph), budget)
     inferred = _inferred_values(proto)
     for value in inferred:
         shape = _static_shape(value)
@@ -39,6 +38,11 @@ def refuse_oversized(proto: onnx.ModelProto, budget: int) -> None:
             itemsize = _itemsize(value.type.tensor_type.elem_type)
             refuse_past_budget(f"the graph's value {value.name!r}", shape, itemsize, budget)
     _refuse_oversized_targets(graph, inferred, budget)
+
+
+def initializer_bytes(graph: onnx.GraphProto) -> int:
+    """The initializers' size as their shapes and types declare it, without reading their bytes."""
+    return sum(declared_bytes(tensor.dims, _itemsize(tensor.data_type)) for tensor in graph.initializer)
 
 
 def _refuse_oversized_targets(graph: onnx.GraphProto, inferred: list[onnx.ValueInfoProto], budget: int) -> None:

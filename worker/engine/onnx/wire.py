@@ -141,11 +141,11 @@ def _encode_varint(value: int) -> bytes:
 
 
 def _length_delimited(number: int, payload: bytes | bytearray) -> bytes:
-    return _encode_varint(number << 3 | _LEN) + _encode_varint(len(payload)) + bytes(payload)
+    return _key(number, _LEN) + _encode_varint(len(payload)) + bytes(payload)
 
 
 def _varint_field(number: int, value: int) -> bytes:
-    return _encode_varint(number << 3 | _VARINT) + _encode_varint(value)
+    return _key(number, _VARINT) + _encode_varint(value)
 
 
 def _entry(key: str, value: str) -> bytes:
